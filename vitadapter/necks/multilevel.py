@@ -1,0 +1,88 @@
+"""Multi-level / simple feature pyramid from plain-ViT maps.
+
+Li et al., "Exploring Plain Vision Transformer Backbones for Object Detection" (ViTDet), ECCV 2022:
+one map of stride p rescaled by transposed convolutions (LayerNorm + GELU between), identity or
+max-pooling, then 1×1 and 3×3 convolutions with LayerNorm. The multi-level variant used with BEiT
+and DINOv2 segmentation feeds each level from a different tapped block instead of the last one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d
+from torch import Tensor, nn
+
+from vitadapter.necks.base import Neck, level_name
+
+
+def _rescale(in_channels: int, octaves: int) -> tuple[nn.Module, int]:
+    """Upsamples by 2**octaves with transposed convs (octaves > 0) or max-pools (octaves < 0)."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for step in range(max(octaves, 0)):
+        if step:
+            layers += [LayerNorm2d(channels), nn.GELU()]
+        out = max(channels // 2, 32)
+        layers.append(nn.ConvTranspose2d(channels, out, kernel_size=2, stride=2))
+        channels = out
+    layers += [nn.MaxPool2d(kernel_size=2, stride=2) for _ in range(max(-octaves, 0))]
+    return (nn.Sequential(*layers) if layers else nn.Identity()), channels
+
+
+class MultiLevelNeck(Neck):
+    """ViT maps of stride `patch_size` -> pyramid at `strides` (default 4, 8, 16, 32).
+
+    Each level's rescaling is the nearest power of two of patch_size / stride; when that is not
+    exact (patch 14) or the grid is odd, the map is resized bilinearly to ceil(H/stride)×ceil(W/stride).
+
+    Args:
+        in_channels: ViT width.
+        patch_size: ViT patch size (the stride of its maps).
+        out_channels: channels of every level.
+        strides: output strides, finest first.
+        source: "multi" feeds level k from tap k (taps shallowest first); "last" feeds every level
+            from the last tap, as ViTDet's simple feature pyramid does.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        patch_size: int,
+        out_channels: int = 256,
+        strides: Sequence[int] = (4, 8, 16, 32),
+        source: str = "multi",
+    ) -> None:
+        super().__init__(out_channels, strides)
+        if source not in ("multi", "last"):
+            raise ValueError(f"model.neck.source={source!r}: choose 'multi' or 'last'")
+        self.source = source
+        self.rescales = nn.ModuleList()
+        self.projections = nn.ModuleList()
+        for stride in self.strides:
+            rescale, channels = _rescale(in_channels, round(math.log2(patch_size / stride)))
+            self.rescales.append(rescale)
+            self.projections.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, out_channels, kernel_size=1, bias=False),
+                    LayerNorm2d(out_channels),
+                    nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                    LayerNorm2d(out_channels),
+                )
+            )
+
+    def forward(self, features: list[Tensor], image: Tensor) -> OrderedDict[str, Tensor]:
+        if self.source == "multi" and len(features) != len(self.strides):
+            raise ValueError(f"the multi-level neck needs {len(self.strides)} taps, got {len(features)}")
+        height, width = image.shape[-2:]
+        pyramid: OrderedDict[str, Tensor] = OrderedDict()
+        for k, (stride, rescale, project) in enumerate(zip(self.strides, self.rescales, self.projections)):
+            x = rescale(features[k] if self.source == "multi" else features[-1])
+            size = (math.ceil(height / stride), math.ceil(width / stride))
+            if x.shape[-2:] != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            pyramid[level_name(stride)] = project(x)
+        return pyramid

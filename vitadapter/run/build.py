@@ -1,0 +1,41 @@
+"""Turns a composed Hydra config into the datamodule, task, callbacks, loggers and trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+RUN_CONFIG_KEYS = ("model", "data", "monitor")
+
+
+def build_datamodule_and_task(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """Instantiates `cfg.data` and `cfg.model` and wires them together.
+
+    The task gets the datamodule's class names; the datamodule normalises with the backbone's own
+    mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved model/data config
+    so that its checkpoints can rebuild it.
+
+    Args:
+        cfg: the composed run config (train.yaml or eval.yaml).
+
+    Returns:
+        (datamodule, task).
+    """
+    datamodule = instantiate(cfg.data)
+    task = instantiate(cfg.model, class_names=datamodule.class_names)
+    if cfg.data.get("mean") is None or cfg.data.get("std") is None:
+        datamodule.set_normalization(task.backbone.mean, task.backbone.std)
+    task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in RUN_CONFIG_KEYS if key in cfg}
+    return datamodule, task
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    """Instantiates the trainer with the configured callbacks and loggers."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False}
+    kwargs.update(overrides)
+    return instantiate(cfg.trainer, **kwargs)

@@ -1,0 +1,73 @@
+"""The evaluation run behind eval.py: rebuild the model from a checkpoint's config and validate it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, open_dict
+
+from vitadapter.callbacks import SegmentationPredictionWriter
+from vitadapter.run.build import build_datamodule_and_task, build_trainer
+from vitadapter.run.run_files import write_metrics_json
+from vitadapter.utils.params import parameter_counts
+
+log = logging.getLogger(__name__)
+
+
+def read_run_config(ckpt_path: str | Path) -> dict[str, Any]:
+    """Reads the model/data config that a vitadapter checkpoint was trained with.
+
+    Args:
+        ckpt_path: a checkpoint written by train.py.
+
+    Returns:
+        {"model": ..., "data": ..., "monitor": ...} as plain containers.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r} does not exist; pass a checkpoint written by train.py, "
+                                "e.g. outputs/train/runs/<date>/checkpoints/last.ckpt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    config = (checkpoint.get("vitadapter") or {}).get("config")
+    if not config:
+        raise ValueError(f"{path} holds no vitadapter run config; was it written by this project's train.py?")
+    return config
+
+
+def register_restored_config(ckpt_path: str | Path) -> None:
+    """Registers the checkpoint's config as eval.yaml's `restored: checkpoint` default."""
+    ConfigStore.instance().store(group="restored", name="checkpoint", node=read_run_config(ckpt_path),
+                                 package="_global_")
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
+    """Validates a checkpoint and writes metrics.json (and predictions) into the run directory.
+
+    Args:
+        cfg: the composed eval.yaml config with the checkpoint's model/data sections.
+
+    Returns:
+        The flat metrics written to metrics.json.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    with open_dict(cfg):
+        cfg.model.inference.flip = cfg.eval.tta.flip
+        cfg.model.inference.scales = list(cfg.eval.tta.scales)
+    datamodule, task = build_datamodule_and_task(cfg)
+    callbacks: list[L.Callback] = []
+    if cfg.eval.save_predictions:
+        callbacks.append(SegmentationPredictionWriter(output_dir / "predictions", cfg.data.reduce_zero_label))
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=False)
+    trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
+    metrics = {**task.summary_metrics(), **parameter_counts(task)}
+    if trainer.is_global_zero:
+        print(task.results_table())
+        write_metrics_json(metrics, output_dir / "metrics.json")
+        log.info("wrote %s", output_dir / "metrics.json")
+    return metrics

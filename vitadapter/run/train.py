@@ -1,0 +1,54 @@
+"""The training run behind train.py: fit, save the final weights, validate them, write the run files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from vitadapter.run.build import build_datamodule_and_task, build_trainer
+from vitadapter.run.run_files import plot_training_curves, write_metrics_json
+from vitadapter.utils.params import parameter_counts
+
+log = logging.getLogger(__name__)
+
+
+def run_training(cfg: DictConfig) -> dict[str, Any]:
+    """Trains, then validates the weights saved in `checkpoints/last.ckpt`.
+
+    Args:
+        cfg: the composed train.yaml config.
+
+    Returns:
+        The flat metrics written to `metrics.json` (val/* of the final weights, params/*).
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, task = build_datamodule_and_task(cfg)
+    trainer = build_trainer(cfg)
+    params = parameter_counts(task)
+    log.info("parameters: %d trainable of %d (%.2f%%)", params["params/trainable"], params["params/total"],
+             params["params/trainable_pct"])
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # ModelCheckpoint's last.ckpt lags the final step when max_steps is not a validation step:
+    # save the final weights explicitly, then validate exactly those.
+    last = output_dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(last)
+    trainer.validate(task, datamodule=datamodule, ckpt_path=str(last), verbose=False)
+
+    metrics = {**task.summary_metrics(), **params}
+    if trainer.is_global_zero:
+        log.info("final validation of %s:\n%s", last, task.results_table())
+        write_metrics_json(metrics, output_dir / "metrics.json")
+        for logger in trainer.loggers:
+            logger.save()
+        csv_file = output_dir / "csv" / "metrics.csv"
+        if csv_file.is_file():
+            plot_training_curves(csv_file, output_dir / "training_curves.png", metric=cfg.monitor.metric)
+    return metrics

@@ -1,0 +1,138 @@
+"""Semantic segmentation: frozen ViT + adapters -> neck -> decode head, trained with cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vitadapter.adapters import AdapterConfig
+from vitadapter.backbone import ViTBackbone
+from vitadapter.inference import tta_inference
+from vitadapter.metrics import SegmentationMetrics, flatten_segmentation_results, format_segmentation_table
+from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
+from vitadapter.tasks.optim import trainable_param_groups
+
+
+class SegmentationTask(FrozenBackboneCheckpointing, L.LightningModule):
+    """Trains adapters, neck and head on a frozen ViT; validates with dataset-level mIoU.
+
+    Args:
+        backbone: the frozen ViT.
+        neck: builds the neck given `in_channels` and `patch_size` (a Hydra partial).
+        head: builds the decode head given `in_channels` and `num_classes`.
+        class_names: one name per class (sets the number of classes).
+        optimizer: builds the optimiser from parameter groups.
+        scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.
+        adapter: adapters to inject into the backbone (None: train neck and head only).
+        aux_head: optional auxiliary head (FCN on stride 16), trained with weight `aux_weight`.
+        aux_weight: weight of the auxiliary loss.
+        ignore_index: label value that is not trained on nor scored.
+        inference: validation inference: mode ("whole" | "slide"), crop_size, stride, and
+            test-time augmentation flip (bool) and scales (list of floats).
+    """
+
+    def __init__(
+        self,
+        backbone: ViTBackbone,
+        neck: Callable[..., nn.Module],
+        head: Callable[..., nn.Module],
+        class_names: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        adapter: AdapterConfig | None = None,
+        aux_head: Callable[..., nn.Module] | None = None,
+        aux_weight: float = 0.4,
+        ignore_index: int = 255,
+        inference: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.backbone = backbone
+        if adapter is not None:
+            self.backbone.add_adapters(adapter)
+        self.neck = neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size)
+        self.head = head(in_channels=self.neck.out_channels, num_classes=self.num_classes)
+        self.aux_head = aux_head(in_channels=self.neck.out_channels, num_classes=self.num_classes) if aux_head else None
+        self.aux_weight = aux_weight
+        self.ignore_index = ignore_index
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.inference = {"mode": "whole", "crop_size": 512, "stride": 341, "flip": False, "scales": [1.0]}
+        self.inference.update(dict(inference or {}))
+        self.val_metrics = SegmentationMetrics(self.num_classes, ignore_index, self.class_names)
+        self.last_val_results: dict[str, Tensor] | None = None
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Logits at stride 4 for a normalised B×3×H×W image."""
+        return self.head(self.neck(self.backbone(image), image))
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        image, mask = batch["image"], batch["mask"]
+        pyramid = self.neck(self.backbone(image), image)
+        loss = self._loss(self.head(pyramid), mask)
+        self.log("train/loss_decode", loss, prog_bar=False)
+        if self.aux_head is not None:
+            aux_loss = self._loss(self.aux_head(pyramid), mask)
+            self.log("train/loss_aux", aux_loss)
+            loss = loss + self.aux_weight * aux_loss
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits.float(), mask, ignore_index=self.ignore_index)
+
+    def predict_probabilities(self, image: Tensor, output_size: tuple[int, int]) -> Tensor:
+        """Class probabilities B×K×H×W at `output_size` with the configured inference and TTA."""
+        cfg = self.inference
+        return tta_inference(
+            self,
+            image,
+            output_size,
+            mode=cfg["mode"],
+            crop_size=cfg["crop_size"],
+            stride=cfg["stride"],
+            scales=tuple(cfg["scales"]),
+            flip=bool(cfg["flip"]),
+        )
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        preds = []
+        for image, mask, name in zip(batch["image"], batch["mask"], batch["name"]):
+            probs = self.predict_probabilities(image.unsqueeze(0), tuple(mask.shape[-2:]))
+            pred = probs.argmax(dim=1)[0]
+            self.val_metrics.update(pred, mask, [name])
+            preds.append(pred)
+        return {"preds": preds, "names": list(batch["name"])}
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.last_val_results = {k: v.detach().cpu() for k, v in results.items()}
+        for key in ("mIoU", "aAcc", "mAcc"):
+            self.log(f"val/{key}", results[key].float(), prog_bar=key == "mIoU")
+
+    def summary_metrics(self) -> dict[str, float]:
+        """Flat val/* metrics of the last validation (mIoU, aAcc, mAcc, per-class IoU and Acc)."""
+        if self.last_val_results is None:
+            raise RuntimeError("no validation has run yet")
+        return flatten_segmentation_results(self.last_val_results, self.class_names, prefix="val/")
+
+    def results_table(self) -> str:
+        """The per-class table of the last validation, as mmseg prints it."""
+        if self.last_val_results is None:
+            raise RuntimeError("no validation has run yet")
+        return format_segmentation_table(self.last_val_results, self.class_names)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(trainable_param_groups(self))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
