@@ -64,7 +64,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     if cfg.eval.save_predictions:
         callbacks.append(SegmentationPredictionWriter(output_dir / "predictions", cfg.data.reduce_zero_label))
     trainer = build_trainer(cfg, callbacks=callbacks, logger=False)
-    trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
+    trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=False)
     metrics = {**task.summary_metrics(), **parameter_counts(task)}
     if trainer.is_global_zero:
         print(task.results_table())

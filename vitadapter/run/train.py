@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from vitadapter.run.run_files import plot_training_curves, write_metrics_json
 from vitadapter.utils.params import parameter_counts
 
 log = logging.getLogger(__name__)
+
+# the frozen ViT stays in eval mode on purpose (no dropout/drop-path in frozen parts)
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
@@ -40,7 +44,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     # save the final weights explicitly, then validate exactly those.
     last = output_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last)
-    trainer.validate(task, datamodule=datamodule, ckpt_path=str(last), verbose=False)
+    trainer.validate(task, datamodule=datamodule, ckpt_path=str(last), verbose=False, weights_only=False)
 
     metrics = {**task.summary_metrics(), **params}
     if trainer.is_global_zero:

@@ -1,0 +1,142 @@
+"""Train-step time and memory: frozen backbone + adapters vs full fine-tuning of the same model.
+
+Both variants are built from the same composed config and measured in one process, one after the
+other, on random images. On CUDA the peak is torch's allocator peak; on the CPU (no allocator
+statistics) the script reports what a training step keeps alive instead: tensors saved for backward
+plus gradients plus AdamW state.
+
+    python scripts/benchmark_seg.py                       # ViT-B/16, 512x512, batch 2, CPU
+    python scripts/benchmark_seg.py --device cuda --precision bf16 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from vitadapter.run.build import build_datamodule_and_task
+from vitadapter.tasks import trainable_param_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="vit_base_patch16_224", help="timm ViT name (random init)")
+    parser.add_argument("--size", type=int, default=512, help="square crop size")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="32", choices=["32", "bf16"])
+    parser.add_argument("--head", default="upernet", choices=["upernet", "fpn"])
+    parser.add_argument("--bottleneck-dim", type=int, default=64)
+    return parser.parse_args()
+
+
+def build_task(args: argparse.Namespace) -> torch.nn.Module:
+    overrides = [
+        "experiment=ade20k_seg",
+        f"model/head={args.head}",
+        f"model.backbone.name={args.backbone}",
+        "model.backbone.pretrained=false",
+        f"data.crop_size={args.size}",
+        f"model.adapter.bottleneck_dim={args.bottleneck_dim}",
+        "model/aux_head=null",
+    ]
+    os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg.paths.output_dir = str(ROOT / "outputs" / "benchmark")
+    return build_datamodule_and_task(cfg)[1]
+
+
+class SavedTensorMeter:
+    """Sums the bytes autograd saves for backward (activations), parameters excluded."""
+
+    def __init__(self, parameters: set[int]) -> None:
+        self.parameters = parameters
+        self.seen: set[int] = set()
+        self.bytes = 0
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = tensor.untyped_storage().data_ptr()
+        if key not in self.parameters and key not in self.seen:
+            self.seen.add(key)
+            self.bytes += tensor.untyped_storage().nbytes()
+        return tensor
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+
+def measure(task: torch.nn.Module, args: argparse.Namespace, full_finetune: bool) -> dict[str, float]:
+    device = torch.device(args.device)
+    if full_finetune:
+        task.backbone.vit.requires_grad_(True)
+        task.backbone.vit.train()
+    task.to(device).train()
+    if not full_finetune:
+        task.backbone.train()  # keeps the frozen ViT in eval mode
+    optimizer = torch.optim.AdamW(trainable_param_groups(task), lr=1e-4)
+    image = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    mask = torch.randint(0, task.num_classes, (args.batch, args.size, args.size), device=device)
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
+    parameters = {p.untyped_storage().data_ptr() for p in task.parameters()}
+    meter = SavedTensorMeter(parameters)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for step in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with autocast, (meter.hooks() if step == 0 else nullcontext()):
+            loss = task._loss(task(image), mask)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    trainable = [p for p in task.parameters() if p.requires_grad]
+    state_bytes = sum(p.numel() * p.element_size() for p in trainable) * 3  # grad + AdamW exp_avg, exp_avg_sq
+    result = {
+        "trainable": sum(p.numel() for p in trainable),
+        "step_ms": 1000 * sum(times) / len(times),
+        "activations_mb": meter.bytes / 2**20,
+        "grad_optim_mb": state_bytes / 2**20,
+    }
+    if device.type == "cuda":
+        result["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    task.to("cpu")
+    return result
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for name, full in (("frozen ViT + adapters", False), ("full fine-tuning", True)):
+        rows.append((name, measure(build_task(args), args, full)))
+    threads = torch.get_num_threads() if args.device == "cpu" else torch.cuda.get_device_name()
+    print(f"{args.backbone}, {args.size}x{args.size}, batch {args.batch}, {args.head}, {args.device} "
+          f"({threads}), precision {args.precision}, mean of {args.steps} steps after {args.warmup} warm-up\n")
+    peak = "peak allocated (MB) |" if args.device == "cuda" else ""
+    print(f"| variant | trainable params | step time (ms) | saved activations (MB) | grads + AdamW (MB) | {peak}")
+    print("|---|---|---|---|---|" + ("---|" if peak else ""))
+    for name, r in rows:
+        extra = f" {r['peak_mb']:.0f} |" if peak else ""
+        print(f"| {name} | {r['trainable'] / 1e6:.2f}M | {r['step_ms']:.0f} | {r['activations_mb']:.0f} | "
+              f"{r['grad_optim_mb']:.0f} |{extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny synthetic dataset folder and composed configs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from tests.helpers import CONFIGS
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def seg_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder for a tiny synthetic ADE20K-layout set (written by the datamodule on first use)."""
+    return tmp_path_factory.mktemp("tiny_ade20k")
+
+
+@pytest.fixture
+def compose_config() -> Callable[..., DictConfig]:
+    """compose_config(config_name, overrides, output_dir) -> the composed config (hydra keys resolved)."""
+
+    def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+        return cfg
+
+    return _compose

@@ -1,0 +1,131 @@
+"""Tests for ADE20KDataModule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vitadapter.data import ADE20K_CLASSES, SYNTHETIC_CLASS_NAMES, ADE20KDataModule
+from vitadapter.data.ade20k_datamodule import seed_worker_transform
+from vitadapter.data.seg_transforms import build_train_transform
+
+SYNTH = {"num_train": 4, "num_val": 2, "image_size": 64, "seed": 0}
+
+
+def _dm(root: Path, **kwargs: object) -> ADE20KDataModule:
+    args = dict(
+        root=str(root),
+        batch_size=2,
+        num_workers=0,
+        crop_size=32,
+        train_scale=(64, 64),
+        test_scale=(96, 48),
+        synthetic=SYNTH,
+    )
+    return ADE20KDataModule(**{**args, **kwargs})
+
+
+def test_default_class_names_are_ade20k() -> None:
+    dm = ADE20KDataModule(root="data/ADEChallengeData2016", mean=None, std=None)  # as in configs/data/ade20k.yaml
+    assert dm.class_names == list(ADE20K_CLASSES) and dm.num_classes == 150
+    assert dm.mean == (0.485, 0.456, 0.406) and dm.std == (0.229, 0.224, 0.225)
+    assert dm.class_names[:3] == ["wall", "building", "sky"] and dm.class_names[-1] == "flag"
+
+
+def test_synthetic_defaults_to_shape_names_and_explicit_names_win(tmp_path: Path) -> None:
+    assert _dm(tmp_path).class_names == list(SYNTHETIC_CLASS_NAMES)
+    assert _dm(tmp_path, class_names=["a", "b"]).num_classes == 2
+
+
+def test_prepare_data_writes_once(tmp_path: Path) -> None:
+    dm = _dm(tmp_path / "synth")
+    dm.prepare_data()
+    files = sorted((tmp_path / "synth").rglob("*.*"))
+    assert len(files) == 4 * 2 + 2 * 2 + 1
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    _dm(tmp_path / "synth").prepare_data()
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+    _dm(tmp_path / "synth", synthetic={**SYNTH, "num_train": 2}).prepare_data()  # new parameters: rewrite
+    assert len(list((tmp_path / "synth" / "images" / "training").iterdir())) == 2
+
+
+def test_prepare_data_without_synthetic_does_nothing(tmp_path: Path) -> None:
+    ADE20KDataModule(root=str(tmp_path / "real")).prepare_data()
+    assert not (tmp_path / "real").exists()
+
+
+def test_train_and_val_batches(tmp_path: Path) -> None:
+    dm = _dm(tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["mask"].shape == (2, 32, 32) and batch["mask"].dtype == torch.int64
+    assert len(batch["name"]) == 2 and all(n.startswith("ADE_train_") for n in batch["name"])
+    assert len(dm.train_dataloader()) == 2  # 4 images, batch 2, drop_last
+    val = list(dm.val_dataloader())
+    assert len(val) == 2 and val[0]["name"] == ["ADE_val_00000001"]
+    assert isinstance(val[0]["image"], list) and val[0]["image"][0].shape == (3, 48, 48)
+    assert val[0]["mask"][0].shape == (64, 64) and val[0]["mask"][0].dtype == torch.int64
+    labels = torch.cat([m.flatten() for b in val for m in b["mask"]])
+    assert set(labels.unique().tolist()) <= set(range(8)) | {255}
+
+
+def test_validate_stage_builds_only_val(tmp_path: Path) -> None:
+    dm = _dm(tmp_path)
+    dm.prepare_data()
+    dm.setup("validate")
+    assert dm.train_set is None and dm.val_set is not None
+    assert len(dm.test_dataloader()) == 2
+
+
+def test_listconfig_arguments_and_normalization(tmp_path: Path) -> None:
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create(
+        {"crop_size": [32, 48], "train_scale": [64, 64], "ratio_range": [0.5, 2.0], "synthetic": SYNTH}
+    )
+    dm = _dm(tmp_path, **cfg)
+    assert dm.crop_size == (32, 48) and dm.ratio_range == (0.5, 2.0) and isinstance(dm.synthetic, dict)
+    dm.set_normalization(omegaconf.OmegaConf.create([0.5, 0.5, 0.5]), (0.5, 0.5, 0.5))
+    assert dm.mean == (0.5, 0.5, 0.5)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 32, 48)
+
+
+def test_errors_for_bad_configuration(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown data.synthetic"):
+        _dm(tmp_path, synthetic={"num_images": 3})
+    dm = _dm(tmp_path, batch_size=8)
+    dm.prepare_data()
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="batch_size"):
+        dm.train_dataloader()
+
+
+def test_worker_seeding_differs_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    outputs = []
+    for worker_seed in (10, 11):
+        tf = build_train_transform(32, scale=(64, 64), seed=0)
+        dataset = type("D", (), {"transform": tf})()
+        info = type("WorkerInfo", (), {"dataset": dataset})
+        monkeypatch.setattr("vitadapter.data.ade20k_datamodule.get_worker_info", lambda info=info: info)
+        monkeypatch.setattr(torch, "initial_seed", lambda s=worker_seed: s)
+        seed_worker_transform(0)
+        outputs.append(tf(image=image, mask=mask)["image"])
+    assert not np.array_equal(outputs[0], outputs[1])
+
+
+def test_train_loader_with_worker_processes(tmp_path: Path) -> None:
+    dm = _dm(tmp_path, num_workers=2)
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers and loader.worker_init_fn is seed_worker_transform
+    names = [n for batch in loader for n in batch["name"]]
+    assert sorted(names) == [f"ADE_train_{i:08d}" for i in range(1, 5)]

@@ -1,0 +1,50 @@
+"""Helpers shared by the tests: the config folder, tiny-run overrides and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+def tiny_seg_overrides(data_root: Path) -> list[str]:
+    """Overrides that shrink any segmentation experiment to seconds on a CPU."""
+    return [
+        "model/backbone=test_vit",
+        "model.backbone.img_size=64",
+        "model.head.channels=16",
+        "model.neck.out_channels=16",
+        "model.adapter.bottleneck_dim=4",
+        "model.inference.stride=43",
+        f"data.root={data_root}",
+        "data.crop_size=64",
+        "data.train_scale=[256,64]",
+        "data.test_scale=[256,64]",
+        "data.batch_size=2",
+        "data.val_batch_size=2",
+        "data.num_workers=0",
+        "data.synthetic={num_train:6,num_val:3,image_size:64,seed:0}",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "model.scheduler.warmup_steps=1",
+        "callbacks.rich_progress_bar=null",
+    ]
+
+
+def run_cli(script: str, *args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs an entry point (`train.py`, `eval.py`, ...) as a user would and returns the finished process."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,40 @@
+"""The spatial module: strides 4..32 for patch 8, 14 and 16 and any input size."""
+
+import math
+
+import pytest
+import torch
+
+from vitadapter.necks import MultiLevelNeck
+
+
+@pytest.mark.parametrize("patch", [8, 14, 16])
+@pytest.mark.parametrize("size", [(64, 64), (70, 98), (45, 31)])
+@pytest.mark.parametrize("source", ["multi", "last"])
+def test_pyramid_sizes_and_channels(patch: int, size: tuple[int, int], source: str) -> None:
+    neck = MultiLevelNeck(in_channels=24, patch_size=patch, out_channels=16, source=source)
+    grid = [math.ceil(s / patch) for s in size]
+    taps = [torch.randn(2, 24, *grid) for _ in range(4)]
+    pyramid = neck(taps, torch.randn(2, 3, *size))
+    assert list(pyramid) == ["s4", "s8", "s16", "s32"]
+    for stride, level in zip(neck.strides, pyramid.values()):
+        assert level.shape == (2, 16, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+
+
+def test_multi_source_reads_each_tap_and_last_source_only_the_last() -> None:
+    image = torch.randn(1, 3, 32, 32)
+    for source, used in (("multi", {0, 1, 2, 3}), ("last", {3})):
+        neck = MultiLevelNeck(in_channels=8, patch_size=16, out_channels=8, source=source)
+        taps = [torch.randn(1, 8, 2, 2, requires_grad=True) for _ in range(4)]
+        sum(level.sum() for level in neck(taps, image).values()).backward()
+        assert {i for i, t in enumerate(taps) if t.grad is not None} == used
+
+
+def test_bad_neck_arguments() -> None:
+    with pytest.raises(ValueError, match="source"):
+        MultiLevelNeck(8, 16, source="middle")
+    with pytest.raises(ValueError, match="increasing"):
+        MultiLevelNeck(8, 16, strides=(8, 4))
+    neck = MultiLevelNeck(8, 16)
+    with pytest.raises(ValueError, match="4 taps"):
+        neck([torch.randn(1, 8, 2, 2)] * 3, torch.randn(1, 3, 32, 32))

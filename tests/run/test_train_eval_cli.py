@@ -1,0 +1,110 @@
+"""End to end through the real entry points: train.py, eval.py, sweeps, DDP on CPU, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.helpers import EXPERIMENTS, run_cli, tiny_seg_overrides
+
+SEG_EXPERIMENTS = [e for e in EXPERIMENTS if e.endswith("_seg")]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
+    """A 2-step demo_seg training run; returns its run directory."""
+    run_dir = tmp_path_factory.mktemp("demo_run")
+    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_run_directory_holds_the_contracted_files(demo_run: Path) -> None:
+    assert (demo_run / ".hydra" / "config.yaml").is_file()
+    assert (demo_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((demo_run / "checkpoints").glob("best*.ckpt"))
+    assert (demo_run / "csv" / "metrics.csv").is_file()
+    assert (demo_run / "training_curves.png").stat().st_size > 1000
+    metrics = json.loads((demo_run / "metrics.json").read_text())
+    for key in ("val/mIoU", "val/aAcc", "val/mAcc", "params/trainable", "params/total", "params/trainable_pct"):
+        assert key in metrics
+    assert 0 < metrics["params/trainable"] < metrics["params/total"]
+    assert 0.0 <= metrics["val/aAcc"] <= 100.0
+
+
+def test_checkpoint_holds_no_frozen_weights(demo_run: Path) -> None:
+    checkpoint = torch.load(demo_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    keys = list(checkpoint["state_dict"])
+    backbone_keys = [k for k in keys if k.startswith("backbone.")]
+    assert backbone_keys and all(".adapter." in k for k in backbone_keys)
+    assert any(k.startswith("head.") for k in keys) and any(k.startswith("neck.") for k in keys)
+    meta = checkpoint["vitadapter"]
+    assert len(meta["backbone_fingerprint"]) == 64
+    assert meta["config"]["model"]["backbone"]["name"] == "test_vit"
+
+
+def test_eval_reproduces_training_and_writes_predictions(demo_run: Path, tmp_path: Path, seg_data_root: Path) -> None:
+    out = tmp_path / "eval"
+    proc = run_cli("eval.py", f"ckpt_path={demo_run / 'checkpoints' / 'last.ckpt'}", "eval.save_predictions=true",
+                   f"hydra.run.dir={out}")
+    trained = json.loads((demo_run / "metrics.json").read_text())
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["val/mIoU"] == pytest.approx(trained["val/mIoU"], abs=1e-9)
+    assert evaluated["val/aAcc"] == pytest.approx(trained["val/aAcc"], abs=1e-9)
+    assert "mIoU" in proc.stdout and "circle" in proc.stdout
+    images = sorted((seg_data_root / "images" / "validation").glob("*.jpg"))
+    pngs = sorted((out / "predictions").glob("*.png"))
+    assert [p.stem for p in pngs] == [p.stem for p in images]
+    prediction = np.asarray(Image.open(pngs[0]))
+    assert prediction.shape == Image.open(images[0]).size[::-1]
+    assert prediction.min() >= 1 and prediction.max() <= 8  # class index + 1
+
+
+def test_eval_with_tta_and_overrides(demo_run: Path, tmp_path: Path) -> None:
+    run_cli("eval.py", f"ckpt_path={demo_run / 'checkpoints' / 'last.ckpt'}", "eval.tta.flip=true",
+            "eval.tta.scales=[0.75,1.0]", "model.inference.mode=slide", "model.inference.crop_size=48",
+            "model.inference.stride=32", f"hydra.run.dir={tmp_path}")
+    assert 0.0 <= json.loads((tmp_path / "metrics.json").read_text())["val/mIoU"] <= 100.0
+
+
+@pytest.mark.parametrize("experiment", [e for e in SEG_EXPERIMENTS if e != "demo_seg"])
+def test_two_step_run_of_every_other_segmentation_experiment(experiment: str, tmp_path: Path,
+                                                             seg_data_root: Path) -> None:
+    run_cli("train.py", f"experiment={experiment}", *tiny_seg_overrides(seg_data_root), f"hydra.run.dir={tmp_path}")
+    assert "val/mIoU" in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_sweep_writes_summary(tmp_path: Path, seg_data_root: Path) -> None:
+    overrides = [o for o in tiny_seg_overrides(seg_data_root) if not o.startswith("model.adapter.bottleneck_dim")]
+    run_cli("train.py", "-m", "experiment=demo_seg", *overrides, "model.adapter.bottleneck_dim=4,8",
+            f"hydra.sweep.dir={tmp_path}")
+    lines = (tmp_path / "sweep_summary.csv").read_text().splitlines()
+    assert lines[0].split(",") == ["job", "model.adapter.bottleneck_dim", "params/trainable", "params/total",
+                                   "val/mIoU"]
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[1] for r in rows] == ["4", "8"]
+    assert int(rows[0][2]) < int(rows[1][2])  # wider adapters, more trainable parameters
+    assert (tmp_path / "sweep_summary.md").read_text().count("\n") == 4
+
+
+def test_ddp_sim_runs_two_processes(tmp_path: Path, seg_data_root: Path) -> None:
+    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "trainer=ddp_sim",
+            f"hydra.run.dir={tmp_path}", timeout=400)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "val/mIoU" in metrics
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_unknown_config_key_is_refused(tmp_path: Path) -> None:
+    proc = run_cli("train.py", "model.adapter.botleneck_dim=3", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "botleneck_dim" in proc.stderr
+
+
+def test_missing_dataset_says_where_to_get_it(tmp_path: Path) -> None:
+    proc = run_cli("train.py", "experiment=ade20k_seg", "trainer=cpu", "model/backbone=test_vit",
+                   f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode != 0 and "download_ade20k.sh" in proc.stderr

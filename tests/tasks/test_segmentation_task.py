@@ -1,0 +1,67 @@
+"""The segmentation task in-process: every experiment builds, what trains, checkpoints and fingerprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from tests.helpers import EXPERIMENTS, tiny_seg_overrides
+from vitadapter.run.build import build_datamodule_and_task
+from vitadapter.tasks import BackboneMismatchError
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.endswith("_seg")])
+def test_every_experiment_composes_and_instantiates(experiment, compose_config, tmp_path, seg_data_root) -> None:
+    cfg = compose_config("train", [f"experiment={experiment}", *tiny_seg_overrides(seg_data_root)], tmp_path)
+    datamodule, task = build_datamodule_and_task(cfg)
+    assert task.num_classes == len(datamodule.class_names)
+    assert task.run_config["model"]["backbone"]["name"] == "test_vit"
+    logits = task(torch.randn(1, 3, 64, 48))
+    assert logits.shape == (1, task.num_classes, 16, 12)
+
+
+def _fit(cfg, tmp_path: Path, steps: int = 3):
+    datamodule, task = build_datamodule_and_task(cfg)
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path)
+    return datamodule, task, trainer
+
+
+def test_only_adapters_neck_head_train_and_backbone_is_unchanged(compose_config, tmp_path, seg_data_root) -> None:
+    cfg = compose_config("train", ["experiment=demo_seg", *tiny_seg_overrides(seg_data_root)], tmp_path)
+    datamodule, task, trainer = _fit(cfg, tmp_path)
+    frozen_keys = task.backbone.frozen_state_keys()
+    before = {k: v.clone() for k, v in task.backbone.state_dict().items() if k in frozen_keys}
+    trainable_before = {n: p.detach().clone() for n, p in task.named_parameters() if p.requires_grad}
+    trainer.fit(task, datamodule=datamodule)
+    after = task.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in frozen_keys)
+    changed = {n for n, p in task.named_parameters() if p.requires_grad and not torch.equal(p, trainable_before[n])}
+    prefixes = {n.split(".")[0] for n in changed}
+    assert prefixes == {"backbone", "neck", "head"}
+    assert all(".adapter." in n for n in changed if n.startswith("backbone."))
+    optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in task.parameters() if p.requires_grad}
+
+
+def test_checkpoint_loads_onto_fresh_backbone_and_refuses_another(compose_config, tmp_path, seg_data_root) -> None:
+    cfg = compose_config("train", ["experiment=demo_seg", *tiny_seg_overrides(seg_data_root)], tmp_path)
+    datamodule, task, trainer = _fit(cfg, tmp_path)
+    trainer.fit(task, datamodule=datamodule)
+    path = tmp_path / "adapters.ckpt"
+    trainer.save_checkpoint(path)
+
+    _, fresh = build_datamodule_and_task(cfg)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"], strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(task.state_dict().values(), fresh.state_dict().values()))
+
+    cfg.model.backbone.seed = 1
+    _, other = build_datamodule_and_task(cfg)
+    with pytest.raises(BackboneMismatchError) as error:
+        other.on_load_checkpoint(torch.load(path, map_location="cpu", weights_only=False))
+    assert task.backbone.fingerprint[:16] in str(error.value) and other.backbone.fingerprint[:16] in str(error.value)

@@ -1,0 +1,47 @@
+"""Datasets, datamodules, transforms and synthetic data writers."""
+
+from vitadapter.data.ade20k_classes import ADE20K_CLASSES
+from vitadapter.data.ade20k_datamodule import ADE20KDataModule, collate_as_lists, seed_worker_transform
+from vitadapter.data.ade20k_dataset import ADE20KDataset, reduce_zero_label, restore_zero_label
+from vitadapter.data.seg_transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CatMaxRatioRandomCrop,
+    RescaleToFit,
+    build_train_transform,
+    build_val_transform,
+    photometric_distortion,
+)
+from vitadapter.data.synthetic import (
+    SHAPE_CLASSES,
+    SYNTHETIC_CLASS_NAMES,
+    Instance,
+    Scene,
+    is_synthetic_ade20k_complete,
+    render_scene,
+    write_synthetic_ade20k,
+)
+
+__all__ = [
+    "ADE20K_CLASSES",
+    "ADE20KDataModule",
+    "ADE20KDataset",
+    "CatMaxRatioRandomCrop",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Instance",
+    "RescaleToFit",
+    "SHAPE_CLASSES",
+    "SYNTHETIC_CLASS_NAMES",
+    "Scene",
+    "build_train_transform",
+    "build_val_transform",
+    "collate_as_lists",
+    "is_synthetic_ade20k_complete",
+    "photometric_distortion",
+    "reduce_zero_label",
+    "render_scene",
+    "restore_zero_label",
+    "seed_worker_transform",
+    "write_synthetic_ade20k",
+]
