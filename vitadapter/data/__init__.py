@@ -45,3 +45,37 @@ __all__ = [
     "seed_worker_transform",
     "write_synthetic_ade20k",
 ]
+
+# COCO detection / instance segmentation
+from vitadapter.data.coco_datamodule import COCO_CATEGORIES, COCODataModule, collate_detection  # noqa: E402
+from vitadapter.data.coco_dataset import COCODetectionDataset, decode_segmentation  # noqa: E402
+from vitadapter.data.det_transforms import (  # noqa: E402
+    DetectionTransform,
+    RandomCropAtMost,
+    ScaleLongestSide,
+    build_det_train_transform,
+    build_det_val_transform,
+)
+from vitadapter.data.synthetic.coco_writer import (  # noqa: E402
+    SYNTHETIC_COCO_CATEGORY_IDS,
+    is_synthetic_coco_complete,
+    mask_to_polygons,
+    write_synthetic_coco,
+)
+
+__all__ += [
+    "COCO_CATEGORIES",
+    "COCODataModule",
+    "COCODetectionDataset",
+    "DetectionTransform",
+    "RandomCropAtMost",
+    "SYNTHETIC_COCO_CATEGORY_IDS",
+    "ScaleLongestSide",
+    "build_det_train_transform",
+    "build_det_val_transform",
+    "collate_detection",
+    "decode_segmentation",
+    "is_synthetic_coco_complete",
+    "mask_to_polygons",
+    "write_synthetic_coco",
+]

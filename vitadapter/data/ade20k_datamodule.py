@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_dataset import ADE20KDataset
+from vitadapter.data.distributed import unrepeated_sampler
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform, build_val_transform
 from vitadapter.data.synthetic.ade20k_writer import (
     SYNTHETIC_CLASS_NAMES,
@@ -228,7 +229,7 @@ class ADE20KDataModule(L.LightningDataModule):
         return DataLoader(
             self.val_set,
             batch_size=self.val_batch_size,
-            shuffle=False,
+            sampler=unrepeated_sampler(self.val_set),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

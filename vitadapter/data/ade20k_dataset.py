@@ -90,6 +90,10 @@ def _open(path: Path, what: str) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{what} {path} disappeared after the dataset was listed; was the folder moved or rewritten?"
+        ) from err
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise OSError(
             f"cannot read {what} {path}: {err}. The file is corrupt or not an image; re-download or remove it."

@@ -1,6 +1,6 @@
 """COCO 2017 detection / instance segmentation dataset (boxes, contiguous labels, instance masks).
 
-Reads the official layout (also written by ``vitadapter.data.synthetic.write_synthetic_coco``)::
+Reads the official layout (also written by ``vitadapter.data.synthetic.coco_writer.write_synthetic_coco``)::
 
     root/annotations/instances_{train,val}2017.json
     root/{train,val}2017/*.jpg
@@ -52,14 +52,7 @@ def annotation_file(root: str | Path, split: str) -> Path:
 
 
 def load_coco(path: str | Path) -> COCO:
-    """Parse and index a COCO annotation file with pycocotools, without its progress prints.
-
-    Args:
-        path: The annotation json.
-
-    Returns:
-        The indexed ``COCO`` object.
-    """
+    """Parse and index the COCO annotation json ``path`` with pycocotools, without its progress prints."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -73,15 +66,9 @@ def load_coco(path: str | Path) -> COCO:
 
 
 def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
-    """Decode polygons (one or several), uncompressed RLE or compressed RLE to an H×W uint8 0/1 mask.
+    """Decode a ``segmentation`` field (polygons, uncompressed or compressed RLE) to an H×W uint8 0/1 mask.
 
-    Args:
-        segmentation: The annotation's ``segmentation`` field.
-        height: Image height.
-        width: Image width.
-
-    Returns:
-        The mask (the union of all polygons of the object).
+    Several polygons of one object are merged into one mask, as COCO defines them.
     """
     if isinstance(segmentation, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
@@ -145,6 +132,7 @@ class COCODetectionDataset(Dataset):
             raise FileNotFoundError(
                 f"COCO image folder not found: {self.image_dir}\nExpected layout:\n{EXPECTED_LAYOUT}\n{_HOW_TO_GET}"
             )
+        self._check_files(coco)
         self.category_ids: list[int] = sorted(int(c) for c in coco.cats)
         if not self.category_ids:
             raise ValueError(f"{self.annotation_file} lists no categories; it is not a COCO instances file.")
@@ -155,7 +143,7 @@ class COCODetectionDataset(Dataset):
         if skip_empty:
             num_empty = sum(1 for r in records if not len(r["labels"]))
             records = [r for r in records if len(r["labels"])]
-            log.info("%s: skipped %d of %d images without a usable annotation", self.annotation_file, num_empty, len(records) + num_empty)
+            log.info("%s: skipped %d image(s) without a usable annotation", self.annotation_file, num_empty)
         if not records:
             raise ValueError(f"{self.annotation_file} leaves no images to load (skip_empty={skip_empty}).")
         self.image_ids: list[int] = [r["image_id"] for r in records]
@@ -172,7 +160,6 @@ class COCODetectionDataset(Dataset):
 
     def _records(self, coco: COCO) -> list[dict[str, Any]]:
         """Check every annotation and build one record per image (sorted by image id)."""
-        self._check_files(coco)
         per_image: dict[int, list[dict[str, Any]]] = {int(i): [] for i in coco.imgs}
         tiny: list[int] = []
         no_polygon: list[int] = []
@@ -198,7 +185,7 @@ class COCODetectionDataset(Dataset):
             if box[2] - box[0] < MIN_BOX_SIZE or box[3] - box[1] < MIN_BOX_SIZE:
                 tiny.append(ann_id)
                 continue
-            segm = ann.get("segmentation") if self.with_masks else None
+            segm = None
             if self.with_masks:
                 segm, dropped = self._checked_segmentation(ann, image)
                 bad_parts += dropped
@@ -234,10 +221,11 @@ class COCODetectionDataset(Dataset):
             )
         x, y, w, h = (float(v) for v in bbox)
         width, height = float(image["width"]), float(image["height"])
-        return [min(max(x, 0.0), width), min(max(y, 0.0), height), min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)]
+        x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+        return [x0, y0, min(max(x + w, x0), width), min(max(y + h, y0), height)]
 
     def _checked_segmentation(self, ann: dict[str, Any], image: dict[str, Any]) -> tuple[list | dict | None, int]:
-        """Return the segmentation without polygon parts of fewer than 3 points (None if none is left) and how many went."""
+        """Drop polygon parts of fewer than 3 points; return what is left (None if nothing) and how many went."""
         segm = ann.get("segmentation")
         if isinstance(segm, list):
             # pycocotools would read a 4-number polygon as a box, so short parts must go before decoding
@@ -258,13 +246,14 @@ class COCODetectionDataset(Dataset):
     def _warn_dropped(self, tiny: list[int], no_polygon: list[int], bad_parts: int) -> None:
         parts = []
         if tiny:
-            parts.append(f"{len(tiny)} annotation(s) whose box is under {MIN_BOX_SIZE:g} px wide or high (ids {_few(tiny)})")
+            parts.append(f"{len(tiny)} annotation(s) with a box under {MIN_BOX_SIZE:g} px wide or tall ({_few(tiny)})")
         if no_polygon:
-            parts.append(f"{len(no_polygon)} annotation(s) without a polygon of 3 or more points (ids {_few(no_polygon)})")
+            parts.append(f"{len(no_polygon)} annotation(s) without a polygon of >= 3 points ({_few(no_polygon)})")
         if bad_parts:
             parts.append(f"{bad_parts} polygon part(s) with fewer than 3 points")
         if parts:
-            warnings.warn(f"{self.annotation_file}: dropped " + "; ".join(parts) + ".", stacklevel=3)
+            message = f"{self.annotation_file}: dropped " + "; ".join(parts) + " (annotation ids in brackets)."
+            warnings.warn(message, stacklevel=4)  # points at the code that built the dataset
 
     def __len__(self) -> int:
         return len(self._records_packed)
@@ -285,7 +274,9 @@ class COCODetectionDataset(Dataset):
             with Image.open(path) as img:
                 rgb = np.array(img if img.mode == "RGB" else img.convert("RGB"))
         except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise OSError(f"cannot read image {path}: {err}. The file is corrupt or not an image; re-download it.") from err
+            raise OSError(
+                f"cannot read image {path}: {err}. The file is missing, corrupt or not an image; re-download it."
+            ) from err
         if rgb.shape[:2] != (rec["height"], rec["width"]):
             raise ValueError(
                 f"image {path} is {rgb.shape[1]}x{rgb.shape[0]} (WxH) but {self.annotation_file} says "

@@ -13,3 +13,8 @@ __all__ = [
     "flatten_segmentation_results",
     "format_segmentation_table",
 ]
+
+# COCO box / mask AP (pycocotools)
+from vitadapter.metrics.coco import COCOEvaluator, evaluate_results_file  # noqa: E402
+
+__all__ += ["COCOEvaluator", "evaluate_results_file"]

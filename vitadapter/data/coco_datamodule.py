@@ -1,0 +1,266 @@
+"""Lightning DataModule for COCO-layout detection / instance segmentation (real data or synthetic shapes)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from vitadapter.data.ade20k_datamodule import seed_worker_transform
+from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file
+from vitadapter.data.distributed import unrepeated_sampler
+from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
+from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
+from vitadapter.data.synthetic.coco_writer import (
+    SYNTHETIC_COCO_CATEGORY_IDS,
+    is_synthetic_coco_complete,
+    write_synthetic_coco,
+)
+from vitadapter.data.synthetic.shapes import SHAPE_CLASSES
+
+# COCO 2017 instances categories (id, name): the label map before the annotation files are downloaded.
+COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
+    (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"), (6, "bus"), (7, "train"),
+    (8, "truck"), (9, "boat"), (10, "traffic light"), (11, "fire hydrant"), (13, "stop sign"), (14, "parking meter"),
+    (15, "bench"), (16, "bird"), (17, "cat"), (18, "dog"), (19, "horse"), (20, "sheep"), (21, "cow"),
+    (22, "elephant"), (23, "bear"), (24, "zebra"), (25, "giraffe"), (27, "backpack"), (28, "umbrella"),
+    (31, "handbag"), (32, "tie"), (33, "suitcase"), (34, "frisbee"), (35, "skis"), (36, "snowboard"),
+    (37, "sports ball"), (38, "kite"), (39, "baseball bat"), (40, "baseball glove"), (41, "skateboard"),
+    (42, "surfboard"), (43, "tennis racket"), (44, "bottle"), (46, "wine glass"), (47, "cup"), (48, "fork"),
+    (49, "knife"), (50, "spoon"), (51, "bowl"), (52, "banana"), (53, "apple"), (54, "sandwich"), (55, "orange"),
+    (56, "broccoli"), (57, "carrot"), (58, "hot dog"), (59, "pizza"), (60, "donut"), (61, "cake"), (62, "chair"),
+    (63, "couch"), (64, "potted plant"), (65, "bed"), (67, "dining table"), (70, "toilet"), (72, "tv"),
+    (73, "laptop"), (74, "mouse"), (75, "remote"), (76, "keyboard"), (77, "cell phone"), (78, "microwave"),
+    (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"), (84, "book"), (85, "clock"), (86, "vase"),
+    (87, "scissors"), (88, "teddy bear"), (89, "hair drier"), (90, "toothbrush"),
+)  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """Turn OmegaConf ListConfig/DictConfig (or any nested sequence/mapping) into tuples and dicts."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _floats(values: Sequence[float], name: str, length: int) -> tuple[float, ...]:
+    items = tuple(float(v) for v in _plain(values))
+    if len(items) != length:
+        raise ValueError(f"{name} needs {length} values, got {values!r}")
+    return items
+
+
+def collate_detection(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Collate detection samples into lists (images differ in size, targets in length).
+
+    Args:
+        samples: ``COCODetectionDataset`` items.
+
+    Returns:
+        ``{"images", "targets", "image_ids", "orig_sizes", "scales"}``, one list entry per sample.
+    """
+    return {
+        "images": [s["image"] for s in samples],
+        "targets": [s["target"] for s in samples],
+        "image_ids": [s["image_id"] for s in samples],
+        "orig_sizes": [s["orig_size"] for s in samples],
+        "scales": [s["scale"] for s in samples],
+    }
+
+
+class COCODataModule(L.LightningDataModule):
+    """COCO train/val loaders with ViTDet large-scale jitter for training.
+
+    Args:
+        root: Dataset root (holding ``annotations/`` and the image folders).
+        batch_size: Training batch size.
+        val_batch_size: Evaluation batch size.
+        num_workers: DataLoader workers.
+        image_size: Training crop / padding side and evaluation longer side.
+        scale_range: Large-scale-jitter range of the longer side, in units of ``image_size``.
+        train_split: Training split name (image folder and annotation suffix).
+        val_split: Evaluation split name.
+        skip_empty_train: Leave out training images without a usable annotation.
+        mean: Normalisation mean in 0..1 units; None gives ImageNet's until ``set_normalization``
+            provides the backbone's.
+        std: Normalisation std in 0..1 units; None as for ``mean``.
+        synthetic: Keyword arguments of ``write_synthetic_coco`` (num_train, num_val, image_size,
+            max_objects, seed); when set, ``prepare_data`` writes that set into ``root``.
+        pin_memory: DataLoader ``pin_memory``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 2,
+        val_batch_size: int = 2,
+        num_workers: int = 4,
+        image_size: int = 1024,
+        scale_range: Sequence[float] = (0.1, 2.0),
+        train_split: str = "train2017",
+        val_split: str = "val2017",
+        skip_empty_train: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        synthetic: Mapping[str, Any] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.root = Path(str(root))
+        self.synthetic: dict[str, Any] | None = _plain(synthetic) if synthetic is not None else None
+        if self.synthetic is not None:
+            allowed = set(inspect.signature(write_synthetic_coco).parameters) - {"root"}
+            unknown = sorted(set(self.synthetic) - allowed)
+            if unknown:
+                raise ValueError(f"unknown data.synthetic key(s) {unknown}; allowed: {sorted(allowed)}")
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size)
+        self.num_workers = int(num_workers)
+        self.image_size = int(image_size)
+        self.scale_range: tuple[float, ...] = _floats(scale_range, "scale_range", 2)
+        self.train_split = str(train_split)
+        self.val_split = str(val_split)
+        self.skip_empty_train = bool(skip_empty_train)
+        self.mean: tuple[float, ...] = _floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
+        self.std: tuple[float, ...] = _floats(IMAGENET_STD if std is None else std, "std", 3)
+        self.pin_memory = bool(pin_memory)
+        self.train_set: COCODetectionDataset | None = None
+        self.val_set: COCODetectionDataset | None = None
+        self._categories: list[tuple[int, str]] | None = None
+
+    @property
+    def val_annotation_file(self) -> Path:
+        """Ground-truth json of the evaluation split (for ``COCOEvaluator``)."""
+        return annotation_file(self.root, self.val_split)
+
+    def _category_list(self) -> list[tuple[int, str]]:
+        """(COCO id, name) sorted by id: the synthetic set's, else the evaluation json's, else COCO 2017's.
+
+        ``setup`` checks the datasets against this list, so a json that disagrees with a label map
+        handed out before the download fails loudly there.
+        """
+        if self._categories is None:
+            path = self.val_annotation_file
+            if self.synthetic is not None:
+                self._categories = list(zip(SYNTHETIC_COCO_CATEGORY_IDS, SHAPE_CLASSES))
+            elif path.is_file():
+                try:
+                    cats = json.loads(path.read_text()).get("categories", [])
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"cannot parse COCO annotation file {path}: {err}. Re-download or fix it") from err
+                self._categories = sorted((int(c["id"]), str(c["name"])) for c in cats)
+            else:
+                self._categories = list(COCO_CATEGORIES)
+        return self._categories
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in contiguous-label order (COCO category ids ascending)."""
+        return [name for _, name in self._category_list()]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``)."""
+        return len(self.class_names)
+
+    @property
+    def contiguous_to_category_id(self) -> dict[int, int]:
+        """Contiguous label -> COCO category id (for ``COCOEvaluator``)."""
+        return {i: cid for i, (cid, _) in enumerate(self._category_list())}
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Use the backbone's normalisation; call before ``setup``.
+
+        Args:
+            mean: Per-channel mean in 0..1 units.
+            std: Per-channel std in 0..1 units.
+        """
+        self.mean, self.std = _floats(mean, "mean", 3), _floats(std, "std", 3)
+        self.train_set = self.val_set = None  # rebuilt with the new statistics on the next setup
+
+    def prepare_data(self) -> None:
+        """Write the synthetic set into ``root`` if requested and not already there with the same parameters."""
+        if self.synthetic is not None and not is_synthetic_coco_complete(self.root, **self.synthetic):
+            write_synthetic_coco(self.root, **self.synthetic)
+
+    def _check_categories(self, dataset: COCODetectionDataset) -> None:
+        if dataset.category_ids != [cid for cid, _ in self._category_list()]:
+            raise ValueError(
+                f"{dataset.annotation_file} lists category ids {dataset.category_ids}, which differ from the "
+                f"evaluation split's {[cid for cid, _ in self._category_list()]}; both splits must share one label map."
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets: train and val for "fit" (or None), val for "validate", "test" and "predict".
+
+        Args:
+            stage: Lightning stage name.
+        """
+        if stage in (None, "fit") and self.train_set is None:
+            train_tf = build_det_train_transform(
+                self.image_size,
+                scale_range=self.scale_range,
+                mean=self.mean,
+                std=self.std,
+                # follows seed_everything when num_workers == 0; workers reseed in seed_worker_transform
+                seed=torch.initial_seed() % 2**32,
+            )
+            self.train_set = COCODetectionDataset(
+                self.root, self.train_split, transform=train_tf, skip_empty=self.skip_empty_train
+            )
+            self._check_categories(self.train_set)
+        if self.val_set is None:
+            val_tf = build_det_val_transform(self.image_size, mean=self.mean, std=self.std)
+            # masks are not needed: COCOeval reads the ground truth from the annotation file
+            self.val_set = COCODetectionDataset(self.root, self.val_split, transform=val_tf, with_masks=False)
+            self._check_categories(self.val_set)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, drop-last loader of list batches (see ``collate_detection``)."""
+        if self.train_set is None:
+            self.setup("fit")
+        if self.train_set is None:  # unreachable after setup("fit"); narrows the type
+            raise RuntimeError("training dataset was not built")
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"the {self.train_split} split of {self.root} has {len(self.train_set)} usable images, fewer than "
+                f"batch_size={self.batch_size}; with drop_last=True no batch would be produced. Lower data.batch_size."
+            )
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker_transform,
+            collate_fn=collate_detection,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Ordered loader; under DDP each image goes to exactly one rank (Lightning's UnrepeatedDistributedSampler)."""
+        if self.val_set is None:
+            self.setup("validate")
+        return DataLoader(
+            self.val_set,
+            batch_size=self.val_batch_size,
+            sampler=unrepeated_sampler(self.val_set),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_detection,
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        """Same as ``val_dataloader`` (COCO test-dev has no public annotations)."""
+        return self.val_dataloader()
