@@ -11,7 +11,6 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, open_dict
 
-from vitadapter.callbacks import SegmentationPredictionWriter
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.run_files import write_metrics_json
 from vitadapter.utils.params import parameter_counts
@@ -62,7 +61,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     datamodule, task = build_datamodule_and_task(cfg)
     callbacks: list[L.Callback] = []
     if cfg.eval.save_predictions:
-        callbacks.append(SegmentationPredictionWriter(output_dir / "predictions", cfg.data.reduce_zero_label))
+        callbacks.append(task.prediction_writer(output_dir / "predictions", datamodule))
     trainer = build_trainer(cfg, callbacks=callbacks, logger=False)
     trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=False)
     metrics = {**task.summary_metrics(), **parameter_counts(task)}

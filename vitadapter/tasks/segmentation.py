@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 
 from vitadapter.adapters import AdapterConfig
 from vitadapter.backbone import ViTBackbone
+from vitadapter.callbacks import SegmentationPredictionWriter
 from vitadapter.inference import tta_inference
 from vitadapter.metrics import SegmentationMetrics, flatten_segmentation_results, format_segmentation_table
 from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
@@ -129,6 +131,10 @@ class SegmentationTask(FrozenBackboneCheckpointing, L.LightningModule):
         if self.last_val_results is None:
             raise RuntimeError("no validation has run yet")
         return format_segmentation_table(self.last_val_results, self.class_names)
+
+    def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
+        """The callback that eval.py adds for `eval.save_predictions=true`: one label PNG per image."""
+        return SegmentationPredictionWriter(output_dir, datamodule.reduce_zero_label)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(trainable_param_groups(self))
