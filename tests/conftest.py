@@ -12,15 +12,30 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from tests.helpers import CONFIGS
+from tests.helpers import CONFIGS, run_cli, tiny_det_overrides
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 @pytest.fixture(scope="session")
 def seg_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder for a tiny synthetic ADE20K-layout set (written by the datamodule on first use)."""
     return tmp_path_factory.mktemp("tiny_ade20k")
+
+
+@pytest.fixture(scope="session")
+def det_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder for a tiny synthetic COCO-layout set (written by the datamodule on first use)."""
+    return tmp_path_factory.mktemp("tiny_coco")
+
+
+@pytest.fixture(scope="session")
+def det_demo_run(tmp_path_factory: pytest.TempPathFactory, det_data_root: Path) -> Path:
+    """A 2-step demo_det training run through train.py (shared by the CLI and predict tests); its run directory."""
+    run_dir = tmp_path_factory.mktemp("det_demo_run")
+    run_cli("train.py", "experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"),
+            f"hydra.run.dir={run_dir}")
+    return run_dir
 
 
 @pytest.fixture

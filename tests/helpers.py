@@ -39,9 +39,54 @@ def tiny_seg_overrides(data_root: Path) -> list[str]:
     ]
 
 
+# per detector: the heads' widths and sampled RoIs, shrunk (the keys differ between detectors)
+TINY_DETECTOR_OVERRIDES = {
+    "mask_rcnn": ["model.detector.box_head_dim=32", "model.detector.mask_head_channels=8",
+                  "++model.detector.options.box_batch_size_per_image=32"],
+    "mask_rcnn_light": ["model.detector.box_head_dim=32", "model.detector.mask_head_channels=8",
+                        "++model.detector.options.box_batch_size_per_image=32"],
+    "faster_rcnn": ["model.detector.box_head_dim=32", "++model.detector.options.box_batch_size_per_image=32"],
+    "retinanet": [],
+    "fcos": [],
+}
+
+
+def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn") -> list[str]:
+    """Overrides that shrink a detection experiment (whose detector is `detector`) to seconds on a CPU.
+
+    A tiny synthetic COCO set is written into `data_root` on first use. The backbone name is set
+    explicitly because experiments such as demo_det name their own backbone in their body.
+    """
+    return [
+        "model/backbone=test_vit",
+        "model.backbone.name=test_vit",
+        "model.backbone.model_kwargs={}",
+        "model.backbone.img_size=64",
+        *TINY_DETECTOR_OVERRIDES[detector],
+        "model.neck.out_channels=16",
+        "model.fpn_channels=32",
+        "model.adapter.bottleneck_dim=4",
+        f"data.root={data_root}",
+        "data.image_size=96",
+        "data.scale_range=[0.75,1.25]",
+        "data.batch_size=2",
+        "data.val_batch_size=2",
+        "data.num_workers=0",
+        "data.synthetic={num_train:4,num_val:3,image_size:96,seed:0}",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "model.scheduler.warmup_steps=1",
+        "callbacks.rich_progress_bar=null",
+    ]
+
+
 def run_cli(script: str, *args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs an entry point (`train.py`, `eval.py`, ...) as a user would and returns the finished process."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
+    # an explicit OMP_NUM_THREADS wins (e.g. 1 while another job holds the cores: spinning threads slow torch 10x)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -37,9 +37,25 @@ class AdapterConfig:
         if self.mode not in MODES:
             raise ValueError(f"model.adapter.mode={self.mode!r}: choose from {list(MODES)}")
 
-    def build(self, dim: int) -> nn.Module:
-        """Creates one adapter for tokens of width `dim`."""
+    def build(self, dim: int, num_prefix_tokens: int = 1) -> nn.Module:
+        """Creates one adapter for tokens of width `dim` (the first `num_prefix_tokens` are not patches)."""
         raise NotImplementedError
+
+
+class SpatialAdapter(nn.Module):
+    """An adapter that needs the patch grid; the backbone sets `grid` before every forward."""
+
+    def __init__(self, num_prefix_tokens: int) -> None:
+        super().__init__()
+        self.num_prefix_tokens = num_prefix_tokens
+        self.grid: tuple[int, int] | None = None
+
+    def grid_for(self, num_patches: int) -> tuple[int, int]:
+        """The (h, w) patch grid of the current input, checked against the token count."""
+        if self.grid is None or self.grid[0] * self.grid[1] != num_patches:
+            raise RuntimeError(f"spatial adapter got {num_patches} patch tokens but grid {self.grid}; "
+                               "call it through ViTBackbone, which sets the grid")
+        return self.grid
 
 
 class AdaptedSublayer(nn.Module):

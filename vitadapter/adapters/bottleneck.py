@@ -71,5 +71,5 @@ class BottleneckAdapterConfig(AdapterConfig):
             return self.bottleneck_dim
         return max(1, round(dim / self.reduction_factor))
 
-    def build(self, dim: int) -> BottleneckAdapter:
+    def build(self, dim: int, num_prefix_tokens: int = 1) -> BottleneckAdapter:
         return BottleneckAdapter(dim, self.hidden_dim(dim), self.scale, self.learnable_scale, self.dropout)

@@ -48,7 +48,7 @@ def inject_adapters(vit: nn.Module, config: AdapterConfig) -> list[nn.Module]:
                 raise ValueError(f"block {index} ({type(block).__name__}) has no `{position}` sublayer to adapt")
             if isinstance(sublayer, AdaptedSublayer):
                 raise ValueError(f"block {index}.{position} already has an adapter")
-            adapter = config.build(dim)
+            adapter = config.build(dim, getattr(vit, "num_prefix_tokens", 1))
             setattr(block, position, AdaptedSublayer(sublayer, adapter, config.mode))
             adapters.append(adapter)
     return adapters

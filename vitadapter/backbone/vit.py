@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from vitadapter.adapters.registry import AdapterConfig, inject_adapters
+from vitadapter.adapters.base import AdapterConfig, SpatialAdapter
+from vitadapter.adapters.registry import inject_adapters
 from vitadapter.backbone.fingerprint import state_fingerprint
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,10 @@ class ViTBackbone(nn.Module):
         Returns:
             One B×embed_dim×h×w map per tapped block, prefix tokens dropped.
         """
+        grid = (math.ceil(image.shape[-2] / self.patch_size), math.ceil(image.shape[-1] / self.patch_size))
+        for adapter in self.adapters:
+            if isinstance(adapter, SpatialAdapter):
+                adapter.grid = grid
         return self.vit.forward_intermediates(
             image, indices=self.out_indices, output_fmt="NCHW", intermediates_only=True, stop_early=True
         )

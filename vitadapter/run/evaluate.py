@@ -55,9 +55,13 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     """
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    with open_dict(cfg):
-        cfg.model.inference.flip = cfg.eval.tta.flip
-        cfg.model.inference.scales = list(cfg.eval.tta.scales)
+    if "inference" in cfg.model:
+        with open_dict(cfg):
+            cfg.model.inference.flip = cfg.eval.tta.flip
+            cfg.model.inference.scales = list(cfg.eval.tta.scales)
+    elif cfg.eval.tta.flip or list(cfg.eval.tta.scales) != [1.0]:
+        raise ValueError(f"eval.tta (flip / scales) is implemented for segmentation only; {cfg.model._target_} "
+                         "has no test-time augmentation: leave eval.tta at its defaults")
     datamodule, task = build_datamodule_and_task(cfg)
     callbacks: list[L.Callback] = []
     if cfg.eval.save_predictions:

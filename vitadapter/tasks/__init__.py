@@ -1,13 +1,18 @@
 """LightningModules that compose backbone, adapters, neck and head."""
 
+from vitadapter.tasks.detection import DetectionTask
 from vitadapter.tasks.frozen_checkpoint import BackboneMismatchError, FrozenBackboneCheckpointing
+from vitadapter.tasks.lr_schedules import warmup_cosine_schedule, warmup_step_schedule
 from vitadapter.tasks.optim import trainable_param_groups, warmup_poly_schedule
 from vitadapter.tasks.segmentation import SegmentationTask
 
 __all__ = [
     "BackboneMismatchError",
+    "DetectionTask",
     "FrozenBackboneCheckpointing",
     "SegmentationTask",
     "trainable_param_groups",
+    "warmup_cosine_schedule",
     "warmup_poly_schedule",
+    "warmup_step_schedule",
 ]

@@ -1,0 +1,82 @@
+"""Detection end to end through train.py and eval.py: run files, checkpoints, reproducible COCO AP, predictions.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_cli, tiny_det_overrides
+from vitadapter.metrics import evaluate_results_file
+
+AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+VAL_KEYS = [f"val/{t}_{m}" for t in ("bbox", "segm") for m in AP_NAMES]
+
+
+def test_run_directory_holds_the_contracted_files(det_demo_run: Path) -> None:
+    assert (det_demo_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((det_demo_run / "checkpoints").glob("best*.ckpt"))
+    assert (det_demo_run / "training_curves.png").stat().st_size > 1000
+    metrics = json.loads((det_demo_run / "metrics.json").read_text())
+    assert set(VAL_KEYS) <= set(metrics) and 0 < metrics["params/trainable"] < metrics["params/total"]
+    assert all(metrics[k] is None or 0.0 <= metrics[k] <= 100.0 for k in VAL_KEYS)
+    assert metrics["val/bbox_AP"] is not None  # the validation images hold ground truth
+    header = (det_demo_run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "train/loss_mask", "train/loss_objectness", "val/bbox_AP"} <= set(header)
+
+
+def test_checkpoint_holds_no_frozen_weights(det_demo_run: Path) -> None:
+    checkpoint = torch.load(det_demo_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    keys = list(checkpoint["state_dict"])
+    vit_keys = [k for k in keys if k.startswith("detector.model.backbone.body.")]
+    assert vit_keys and all(".adapter." in k for k in vit_keys)
+    for part in ("backbone.neck.", "backbone.fpn.", "rpn.", "roi_heads.box_head.", "roi_heads.mask_head."):
+        assert any(k.startswith(f"detector.model.{part}") for k in keys), part
+    assert checkpoint["vitadapter"]["config"]["model"]["backbone"]["name"] == "test_vit"
+
+
+def test_eval_reproduces_training_and_predictions_json_reproduces_eval(det_demo_run: Path, tmp_path: Path,
+                                                                        det_data_root: Path) -> None:
+    proc = run_cli("eval.py", f"ckpt_path={det_demo_run / 'checkpoints' / 'last.ckpt'}", "eval.save_predictions=true",
+                   f"hydra.run.dir={tmp_path}")
+    trained = json.loads((det_demo_run / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert {k: evaluated[k] for k in VAL_KEYS} == {k: trained[k] for k in VAL_KEYS}
+    assert "| bbox" in proc.stdout and "AP50" in proc.stdout
+
+    annotations = det_data_root / "annotations" / "instances_val2017.json"
+    results_file = tmp_path / "predictions" / "predictions.json"
+    rescored = evaluate_results_file(annotations, results_file)
+    assert {f"val/{k}": v for k, v in rescored.items()} == {k: evaluated[k] for k in VAL_KEYS}
+
+    truth = json.loads(annotations.read_text())
+    images = {image["id"]: image for image in truth["images"]}
+    results = json.loads(results_file.read_text())
+    assert results and {r["category_id"] for r in results} <= {c["id"] for c in truth["categories"]}
+    for r in results:  # original image ids, original pixels
+        image = images[r["image_id"]]
+        x, y, w, h = r["bbox"]
+        assert 0 <= x <= x + w <= image["width"] and 0 <= y <= y + h <= image["height"]
+        assert r["segmentation"]["size"] == [image["height"], image["width"]] and 0 <= r["score"] <= 1
+
+
+def test_two_step_coco_det_run(tmp_path: Path, det_data_root: Path) -> None:
+    run_cli("train.py", "experiment=coco_det", *tiny_det_overrides(det_data_root), f"hydra.run.dir={tmp_path}")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(VAL_KEYS) <= set(metrics)
+
+
+@pytest.mark.slow
+def test_detection_sweep_summary_and_ddp(tmp_path: Path, det_data_root: Path) -> None:
+    overrides = [o for o in tiny_det_overrides(det_data_root, "mask_rcnn_light")
+                 if not o.startswith("model.adapter.bottleneck_dim")]
+    run_cli("train.py", "-m", "experiment=demo_det", *overrides, "model.adapter.bottleneck_dim=4,8",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    lines = (tmp_path / "sweep" / "sweep_summary.csv").read_text().splitlines()
+    assert lines[0].split(",") == ["job", "model.adapter.bottleneck_dim", "params/trainable", "params/total",
+                                   "val/bbox_AP", "val/segm_AP"]
+    run_cli("train.py", "experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"),
+            "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=400)
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val/bbox_AP"] is not None

@@ -1,0 +1,191 @@
+"""Object detection / instance segmentation: frozen ViT + adapters -> neck -> FPN -> torchvision detector.
+
+Validation scores the detections with pycocotools' COCOeval (box and mask AP, in percent) after
+mapping them back to the original images, so the numbers are those of the COCO benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import clip_boxes_to_image
+
+from vitadapter.adapters import AdapterConfig
+from vitadapter.backbone import ViTBackbone
+from vitadapter.callbacks.detection_writer import DetectionPredictionWriter
+from vitadapter.heads.detection_backbone import DetectionBackbone
+from vitadapter.heads.detectors import Detector
+from vitadapter.metrics.coco import MASK_THRESHOLD, COCOEvaluator
+from vitadapter.metrics.coco_summary import flatten_coco_results, format_coco_table
+from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
+from vitadapter.tasks.optim import trainable_param_groups
+
+
+def detections_to_original(
+    detection: Mapping[str, Tensor], scale: float, orig_size: Sequence[int]
+) -> dict[str, Tensor]:
+    """Maps one image's detections from the model's input pixels back to the original image.
+
+    The datamodule rescaled the original by exactly `scale` (input = original × scale), so boxes are
+    divided by it and clipped to the original image; mask probabilities are resized bilinearly to the
+    original size and thresholded as COCOeval's convention (> 0.5).
+
+    Args:
+        detection: `boxes` (N×4 xyxy), `scores`, `labels` and optionally `masks` (N×1×h×w probabilities).
+        scale: the datamodule's rescale factor for this image.
+        orig_size: (height, width) of the original image.
+
+    Returns:
+        `boxes` (float32, original pixels), `scores`, `labels` and, with masks, `masks` (N×H×W bool).
+    """
+    height, width = int(orig_size[0]), int(orig_size[1])
+    out = {
+        "boxes": clip_boxes_to_image(detection["boxes"].float() / scale, (height, width)),
+        "scores": detection["scores"].float(),
+        "labels": detection["labels"],
+    }
+    if "masks" in detection:
+        masks = detection["masks"].float()
+        if len(masks):
+            masks = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
+        else:
+            masks = masks.new_zeros((0, 1, height, width))
+        out["masks"] = masks[:, 0] > MASK_THRESHOLD
+    return out
+
+
+class DetectionTask(FrozenBackboneCheckpointing, L.LightningModule):
+    """Trains adapters, neck, FPN and detector heads on a frozen ViT; validates with COCO AP.
+
+    Args:
+        backbone: the frozen ViT.
+        neck: builds the neck given `in_channels` and `patch_size` (a Hydra partial); strides 4..32.
+        detector: builds the `Detector` given `backbone` (a `DetectionBackbone`) and `num_classes`
+            (a partial of one of `vitadapter.heads.detectors`' builders).
+        class_names: one name per class, in contiguous-label order (sets the number of classes).
+        optimizer: builds the optimiser from parameter groups.
+        scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.
+        adapter: adapters to inject into the backbone (None: train neck, FPN and heads only).
+        fpn_channels: channels of the FPN levels p2-p6.
+    """
+
+    def __init__(
+        self,
+        backbone: ViTBackbone,
+        neck: Callable[..., nn.Module],
+        detector: Callable[..., Detector],
+        class_names: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        adapter: AdapterConfig | None = None,
+        fpn_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        if adapter is not None:
+            backbone.add_adapters(adapter)
+        pyramid = DetectionBackbone(
+            backbone, neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size), fpn_channels
+        )
+        self.detector = detector(backbone=pyramid, num_classes=self.num_classes)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.evaluator: COCOEvaluator | None = None
+        self.last_val_results: dict[str, float | None] | None = None
+
+    @property
+    def backbone(self) -> ViTBackbone:
+        """The frozen ViT inside the detector (for checkpointing and normalisation)."""
+        return self.detector.backbone.body
+
+    @property
+    def iou_types(self) -> tuple[str, ...]:
+        """What validation scores: boxes, and masks when the detector predicts them."""
+        return ("bbox", "segm") if self.detector.predicts_masks else ("bbox",)
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections (eval mode) in the input images' pixels, labels 0..K-1."""
+        return self.detector(images)
+
+    def predict(
+        self, images: list[Tensor], scales: Sequence[float], orig_sizes: Sequence[Sequence[int]]
+    ) -> list[dict[str, Tensor]]:
+        """Detections in original image pixels (see `detections_to_original`); call in eval mode.
+
+        Args:
+            images: the datamodule's resized, normalised images.
+            scales: per image, the datamodule's rescale factor.
+            orig_sizes: per image, the original (height, width).
+
+        Returns:
+            Per image `boxes`, `scores`, `labels` (0..K-1) and, for instance segmentation, `masks`.
+        """
+        if self.detector.training:
+            raise RuntimeError("DetectionTask.predict needs eval mode; call .eval() first")
+        return [detections_to_original(d, s, o) for d, s, o in zip(self(images), scales, orig_sizes)]
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        losses = self.detector(batch["images"], batch["targets"])
+        loss = torch.stack(list(losses.values())).sum()
+        batch_size = len(batch["images"])
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def setup(self, stage: str) -> None:
+        """Builds the COCO evaluator from the datamodule's ground truth and label map."""
+        if stage not in ("fit", "validate"):
+            return
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "val_annotation_file"):
+            raise ValueError("DetectionTask validates against a COCO-style datamodule (with val_annotation_file and "
+                             "contiguous_to_category_id); pass datamodule=COCODataModule(...) to the trainer")
+        path = Path(datamodule.val_annotation_file)
+        if self.evaluator is None or self.evaluator.annotation_file != path:
+            self.evaluator = COCOEvaluator(path, datamodule.contiguous_to_category_id, self.iou_types)
+
+    def on_validation_epoch_start(self) -> None:
+        # reset here, not at the end: the prediction writer reads the results after the epoch
+        self.evaluator.reset()
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        predictions = self.predict(batch["images"], batch["scales"], batch["orig_sizes"])
+        self.evaluator.update(batch["image_ids"], predictions)
+
+    def on_validation_epoch_end(self) -> None:
+        self.evaluator.gather()
+        self.last_val_results = self.evaluator.compute()
+        for key, value in self.last_val_results.items():
+            if value is not None:  # undefined (no ground truth of that size) is not logged as a number
+                self.log(f"val/{key}", value, prog_bar=key == "bbox_AP")
+
+    def summary_metrics(self) -> dict[str, float | None]:
+        """`val/bbox_AP` ... `val/bbox_APl` (+ `val/segm_*` with masks) of the last validation; None = undefined."""
+        if self.last_val_results is None:
+            raise RuntimeError("no validation has run yet")
+        return flatten_coco_results(self.last_val_results, self.iou_types, prefix="val/")
+
+    def results_table(self) -> str:
+        """The AP table of the last validation."""
+        if self.last_val_results is None:
+            raise RuntimeError("no validation has run yet")
+        return format_coco_table(self.last_val_results, self.iou_types)
+
+    def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
+        """The callback that eval.py adds for `eval.save_predictions=true`: `output_dir/predictions.json`."""
+        return DetectionPredictionWriter(output_dir)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(trainable_param_groups(self))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

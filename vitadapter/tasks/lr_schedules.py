@@ -1,0 +1,86 @@
+"""Detection learning-rate schedules: linear warm-up, then step or cosine decay.
+
+The step schedule is the one of ViTDet (Li et al., ECCV 2022) and detectron2's LSJ recipes: warm-up
+over 250 iterations from 0.001×lr, then ×0.1 at 88.9% and 96.3% of training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def _check(total_steps: int, warmup_steps: int) -> int:
+    if total_steps < 1:
+        raise ValueError(f"the schedule needs total_steps >= 1, got {total_steps}; set trainer.max_steps")
+    return min(warmup_steps, total_steps)
+
+
+def _warmup(step: int, warmup_steps: int, warmup_ratio: float) -> float:
+    return warmup_ratio + (1.0 - warmup_ratio) * step / warmup_steps
+
+
+def warmup_step_schedule(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int = 250,
+    warmup_ratio: float = 0.001,
+    milestones: Sequence[float] = (0.889, 0.963),
+    gamma: float = 0.1,
+) -> LambdaLR:
+    """Linear warm-up from `warmup_ratio`×lr, then the lr times `gamma` at each milestone.
+
+    Args:
+        optimizer: the optimiser whose groups' lr are scaled.
+        total_steps: optimiser steps of the whole run.
+        warmup_steps: length of the linear warm-up (clipped to total_steps).
+        warmup_ratio: lr factor at step 0.
+        milestones: fractions of total_steps where the lr drops.
+        gamma: factor applied at every milestone.
+
+    Returns:
+        A per-step LambdaLR.
+    """
+    warmup_steps = _check(total_steps, warmup_steps)
+    if any(not 0.0 < m <= 1.0 for m in milestones):
+        raise ValueError(f"milestones are fractions of the run in (0, 1], got {list(milestones)}")
+    drops = sorted(round(m * total_steps) for m in milestones)
+
+    def factor(step: int) -> float:
+        decay = gamma ** sum(step >= d for d in drops)
+        return decay * (_warmup(step, warmup_steps, warmup_ratio) if step < warmup_steps else 1.0)
+
+    return LambdaLR(optimizer, factor)
+
+
+def warmup_cosine_schedule(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int = 250,
+    warmup_ratio: float = 0.001,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """Linear warm-up from `warmup_ratio`×lr, then half a cosine down to `min_lr_ratio`×lr.
+
+    Args:
+        optimizer: the optimiser whose groups' lr are scaled.
+        total_steps: optimiser steps of the whole run.
+        warmup_steps: length of the linear warm-up (clipped to total_steps).
+        warmup_ratio: lr factor at step 0.
+        min_lr_ratio: lr factor reached at the last step.
+
+    Returns:
+        A per-step LambdaLR.
+    """
+    warmup_steps = _check(total_steps, warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return _warmup(step, warmup_steps, warmup_ratio)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
