@@ -16,6 +16,9 @@ def tiny_seg_overrides(data_root: Path) -> list[str]:
     """Overrides that shrink any segmentation experiment to seconds on a CPU."""
     return [
         "model/backbone=test_vit",
+        # experiments such as demo_seg name their own backbone in their body, which wins over the group
+        "model.backbone.name=test_vit",
+        "model.backbone.model_kwargs={}",
         "model.backbone.img_size=64",
         "model.head.channels=16",
         "model.neck.out_channels=16",

@@ -19,7 +19,7 @@ def test_every_experiment_composes_and_instantiates(experiment, compose_config, 
     datamodule, task = build_datamodule_and_task(cfg)
     assert task.num_classes == len(datamodule.class_names)
     assert task.run_config["model"]["backbone"]["name"] == "test_vit"
-    logits = task(torch.randn(1, 3, 64, 48))
+    logits = task.eval()(torch.randn(1, 3, 64, 48))
     assert logits.shape == (1, task.num_classes, 16, 12)
 
 

@@ -2,8 +2,8 @@
 
 from vitadapter.tasks.detection import DetectionTask
 from vitadapter.tasks.frozen_checkpoint import BackboneMismatchError, FrozenBackboneCheckpointing
-from vitadapter.tasks.lr_schedules import warmup_cosine_schedule, warmup_step_schedule
-from vitadapter.tasks.optim import trainable_param_groups, warmup_poly_schedule
+from vitadapter.tasks.lr_schedules import warmup_cosine_schedule, warmup_poly_schedule, warmup_step_schedule
+from vitadapter.tasks.optim import trainable_param_groups
 from vitadapter.tasks.segmentation import SegmentationTask
 
 __all__ = [

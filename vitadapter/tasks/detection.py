@@ -23,8 +23,7 @@ from vitadapter.heads.detection_backbone import DetectionBackbone
 from vitadapter.heads.detectors import Detector
 from vitadapter.metrics.coco import MASK_THRESHOLD, COCOEvaluator
 from vitadapter.metrics.coco_summary import flatten_coco_results, format_coco_table
-from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
-from vitadapter.tasks.optim import trainable_param_groups
+from vitadapter.tasks.base import FrozenBackboneTask
 
 
 def detections_to_original(
@@ -60,7 +59,7 @@ def detections_to_original(
     return out
 
 
-class DetectionTask(FrozenBackboneCheckpointing, L.LightningModule):
+class DetectionTask(FrozenBackboneTask):
     """Trains adapters, neck, FPN and detector heads on a frozen ViT; validates with COCO AP.
 
     Args:
@@ -182,10 +181,3 @@ class DetectionTask(FrozenBackboneCheckpointing, L.LightningModule):
     def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
         """The callback that eval.py adds for `eval.save_predictions=true`: `output_dir/predictions.json`."""
         return DetectionPredictionWriter(output_dir)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(trainable_param_groups(self))
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

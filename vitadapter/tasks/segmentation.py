@@ -16,11 +16,10 @@ from vitadapter.backbone import ViTBackbone
 from vitadapter.callbacks import SegmentationPredictionWriter
 from vitadapter.inference import tta_inference
 from vitadapter.metrics import SegmentationMetrics, flatten_segmentation_results, format_segmentation_table
-from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
-from vitadapter.tasks.optim import trainable_param_groups
+from vitadapter.tasks.base import FrozenBackboneTask
 
 
-class SegmentationTask(FrozenBackboneCheckpointing, L.LightningModule):
+class SegmentationTask(FrozenBackboneTask):
     """Trains adapters, neck and head on a frozen ViT; validates with dataset-level mIoU.
 
     Args:
@@ -135,10 +134,3 @@ class SegmentationTask(FrozenBackboneCheckpointing, L.LightningModule):
     def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
         """The callback that eval.py adds for `eval.save_predictions=true`: one label PNG per image."""
         return SegmentationPredictionWriter(output_dir, datamodule.reduce_zero_label)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(trainable_param_groups(self))
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
