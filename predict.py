@@ -22,17 +22,8 @@ def main(cfg: DictConfig) -> None:
     run_prediction(cfg)
 
 
-def _ckpt_path_argument(argv: list[str]) -> str | None:
-    for arg in argv:
-        if arg.startswith("ckpt_path="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 if __name__ == "__main__":
-    ckpt_path = _ckpt_path_argument(sys.argv[1:])
-    if ckpt_path:  # before Hydra composes predict.yaml, so the restored keys can be overridden
-        from vitadapter.run.evaluate import register_restored_config
+    from vitadapter.run.evaluate import register_restored_config
 
-        register_restored_config(ckpt_path)
+    register_restored_config(sys.argv[1:])  # before Hydra composes the config
     main()

@@ -48,7 +48,6 @@ def build_task(args: argparse.Namespace) -> torch.nn.Module:
         "model.backbone.pretrained=false",
         f"data.crop_size={args.size}",
         f"model.adapter.bottleneck_dim={args.bottleneck_dim}",
-        "model/aux_head=null",
     ]
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -129,8 +128,8 @@ def main() -> None:
     threads = torch.get_num_threads() if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"{args.backbone}, {args.size}x{args.size}, batch {args.batch}, {args.head}, {args.device} "
           f"({threads}), precision {args.precision}, mean of {args.steps} steps after {args.warmup} warm-up\n")
-    peak = "peak allocated (MB) |" if args.device == "cuda" else ""
-    print(f"| variant | trainable params | step time (ms) | saved activations (MB) | grads + AdamW (MB) | {peak}")
+    peak = " peak allocated (MB) |" if args.device == "cuda" else ""
+    print(f"| variant | trainable params | step time (ms) | saved activations (MB) | grads + AdamW (MB) |{peak}")
     print("|---|---|---|---|---|" + ("---|" if peak else ""))
     for name, r in rows:
         extra = f" {r['peak_mb']:.0f} |" if peak else ""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vitadapter.data import ADE20K_CLASSES, SYNTHETIC_CLASS_NAMES, ADE20KDataModule
-from vitadapter.data.ade20k_datamodule import seed_worker_transform
+from vitadapter.data.loaders import seed_worker_transform
 from vitadapter.data.seg_transforms import build_train_transform
 
 SYNTH = {"num_train": 4, "num_val": 2, "image_size": 64, "seed": 0}
@@ -114,7 +114,7 @@ def test_worker_seeding_differs_per_worker(monkeypatch: pytest.MonkeyPatch) -> N
         tf = build_train_transform(32, scale=(64, 64), seed=0)
         dataset = type("D", (), {"transform": tf})()
         info = type("WorkerInfo", (), {"dataset": dataset})
-        monkeypatch.setattr("vitadapter.data.ade20k_datamodule.get_worker_info", lambda info=info: info)
+        monkeypatch.setattr("vitadapter.data.loaders.get_worker_info", lambda info=info: info)
         monkeypatch.setattr(torch, "initial_seed", lambda s=worker_seed: s)
         seed_worker_transform(0)
         outputs.append(tf(image=image, mask=mask)["image"])

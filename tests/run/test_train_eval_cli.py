@@ -108,3 +108,11 @@ def test_missing_dataset_says_where_to_get_it(tmp_path: Path) -> None:
     proc = run_cli("train.py", "experiment=ade20k_seg", "trainer=cpu", "model/backbone=test_vit",
                    f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode != 0 and "download_ade20k.sh" in proc.stderr
+
+
+def test_resume_from_last_checkpoint_continues_training(demo_run: Path, tmp_path: Path, seg_data_root: Path) -> None:
+    overrides = [o for o in tiny_seg_overrides(seg_data_root) if not o.startswith("trainer.max_steps")]
+    run_cli("train.py", "experiment=demo_seg", *overrides, "trainer.max_steps=4",
+            f"ckpt_path={demo_run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path}")
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 4  # resumed at step 2, not restarted at 0

@@ -1,7 +1,8 @@
 """Datasets, datamodules, transforms and synthetic data writers."""
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
-from vitadapter.data.ade20k_datamodule import ADE20KDataModule, collate_as_lists, seed_worker_transform
+from vitadapter.data.ade20k_datamodule import ADE20KDataModule, collate_as_lists
+from vitadapter.data.loaders import seed_worker_transform
 from vitadapter.data.ade20k_dataset import ADE20KDataset, reduce_zero_label, restore_zero_label
 from vitadapter.data.seg_transforms import (
     IMAGENET_MEAN,

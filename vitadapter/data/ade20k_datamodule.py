@@ -9,11 +9,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_dataset import ADE20KDataset
-from vitadapter.data.distributed import unrepeated_sampler
+from vitadapter.data.loaders import eval_loader, floats, plain, train_loader
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform, build_val_transform
 from vitadapter.data.synthetic.ade20k_writer import (
     SYNTHETIC_CLASS_NAMES,
@@ -22,41 +22,9 @@ from vitadapter.data.synthetic.ade20k_writer import (
 )
 
 
-def _plain(value: Any) -> Any:
-    """Turn OmegaConf ListConfig/DictConfig (or any nested sequence/mapping) into tuples and dicts."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
-def _floats(values: Sequence[float]) -> tuple[float, ...]:
-    items = tuple(float(v) for v in _plain(values))
-    if len(items) != 3:
-        raise ValueError(f"mean/std need one value per RGB channel, got {values!r}")
-    return items
-
-
 def _crop_hw(crop_size: int | Sequence[int]) -> tuple[int, int]:
-    crop = _plain(crop_size)
+    crop = plain(crop_size)
     return (int(crop), int(crop)) if isinstance(crop, int) else (int(crop[0]), int(crop[1]))
-
-
-def seed_worker_transform(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
-
-    Albumentations keeps private random generators that forked workers would otherwise share, so
-    every worker would draw the same augmentations. ``torch.initial_seed()`` inside a worker is
-    torch's per-worker (and per-epoch) seed, which ``seed_everything`` makes reproducible.
-
-    Args:
-        worker_id: Index of the worker (unused; the seed already differs per worker).
-    """
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
 def collate_as_lists(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -118,7 +86,7 @@ class ADE20KDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.root = Path(str(root))
-        self.synthetic: dict[str, Any] | None = _plain(synthetic) if synthetic is not None else None
+        self.synthetic: dict[str, Any] | None = plain(synthetic) if synthetic is not None else None
         if self.synthetic is not None:
             allowed = set(inspect.signature(write_synthetic_ade20k).parameters) - {"root"}
             unknown = sorted(set(self.synthetic) - allowed)
@@ -131,16 +99,16 @@ class ADE20KDataModule(L.LightningDataModule):
         self.val_batch_size = int(val_batch_size)
         self.num_workers = int(num_workers)
         self.crop_size = _crop_hw(crop_size)
-        self.train_scale: tuple[int, ...] = _plain(train_scale)
-        self.ratio_range: tuple[float, ...] | None = _plain(ratio_range)
+        self.train_scale: tuple[int, ...] = plain(train_scale)
+        self.ratio_range: tuple[float, ...] | None = plain(ratio_range)
         self.cat_max_ratio = float(cat_max_ratio)
-        self.test_scale: tuple[int, ...] = _plain(test_scale)
+        self.test_scale: tuple[int, ...] = plain(test_scale)
         self.reduce_zero_label = bool(reduce_zero_label)
         self.ignore_index = int(ignore_index)
         # None (the config default) means "the backbone's statistics", which the builder passes to
         # set_normalization; until then ImageNet's, which most timm ViTs use.
-        self.mean: tuple[float, ...] = _floats(IMAGENET_MEAN if mean is None else mean)
-        self.std: tuple[float, ...] = _floats(IMAGENET_STD if std is None else std)
+        self.mean: tuple[float, ...] = floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
+        self.std: tuple[float, ...] = floats(IMAGENET_STD if std is None else std, "std", 3)
         self.pin_memory = bool(pin_memory)
         self.train_set: ADE20KDataset | None = None
         self.val_set: ADE20KDataset | None = None
@@ -157,7 +125,7 @@ class ADE20KDataModule(L.LightningDataModule):
             mean: Per-channel mean in 0..1 units.
             std: Per-channel std in 0..1 units.
         """
-        self.mean, self.std = _floats(mean), _floats(std)
+        self.mean, self.std = floats(mean, "mean", 3), floats(std, "std", 3)
         self.train_set = self.val_set = None  # rebuilt with the new statistics on the next setup
 
     def prepare_data(self) -> None:
@@ -204,37 +172,14 @@ class ADE20KDataModule(L.LightningDataModule):
         """Shuffled, drop-last loader with default collation into B×3×H×W / B×H×W tensors."""
         if self.train_set is None:
             self.setup("fit")
-        if self.train_set is None:  # unreachable after setup("fit"); narrows the type
-            raise RuntimeError("training dataset was not built")
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"the training split of {self.root} has {len(self.train_set)} images, fewer than "
-                f"batch_size={self.batch_size}; with drop_last=True no batch would be produced. Lower data.batch_size."
-            )
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker_transform,
-        )
+        return train_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory,
+                            source=f"{self.root}/images/training")
 
     def val_dataloader(self) -> DataLoader:
         """Ordered loader whose batches are lists (images rescaled, masks at original size)."""
         if self.val_set is None:
             self.setup("validate")
-        return DataLoader(
-            self.val_set,
-            batch_size=self.val_batch_size,
-            sampler=unrepeated_sampler(self.val_set),
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_as_lists,
-        )
+        return eval_loader(self.val_set, self.val_batch_size, self.num_workers, self.pin_memory, collate_as_lists)
 
     def test_dataloader(self) -> DataLoader:
         """Same as ``val_dataloader`` (ADE20K has no public test labels)."""

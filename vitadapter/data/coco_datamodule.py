@@ -12,9 +12,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from vitadapter.data.ade20k_datamodule import seed_worker_transform
 from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file
-from vitadapter.data.distributed import unrepeated_sampler
+from vitadapter.data.loaders import eval_loader, floats, plain, train_loader
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitadapter.data.synthetic.coco_writer import (
@@ -40,22 +39,6 @@ COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
     (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"), (84, "book"), (85, "clock"), (86, "vase"),
     (87, "scissors"), (88, "teddy bear"), (89, "hair drier"), (90, "toothbrush"),
 )  # fmt: skip
-
-
-def _plain(value: Any) -> Any:
-    """Turn OmegaConf ListConfig/DictConfig (or any nested sequence/mapping) into tuples and dicts."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
-def _floats(values: Sequence[float], name: str, length: int) -> tuple[float, ...]:
-    items = tuple(float(v) for v in _plain(values))
-    if len(items) != length:
-        raise ValueError(f"{name} needs {length} values, got {values!r}")
-    return items
 
 
 def collate_detection(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -116,7 +99,7 @@ class COCODataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.root = Path(str(root))
-        self.synthetic: dict[str, Any] | None = _plain(synthetic) if synthetic is not None else None
+        self.synthetic: dict[str, Any] | None = plain(synthetic) if synthetic is not None else None
         if self.synthetic is not None:
             allowed = set(inspect.signature(write_synthetic_coco).parameters) - {"root"}
             unknown = sorted(set(self.synthetic) - allowed)
@@ -126,12 +109,12 @@ class COCODataModule(L.LightningDataModule):
         self.val_batch_size = int(val_batch_size)
         self.num_workers = int(num_workers)
         self.image_size = int(image_size)
-        self.scale_range: tuple[float, ...] = _floats(scale_range, "scale_range", 2)
+        self.scale_range: tuple[float, ...] = floats(scale_range, "scale_range", 2)
         self.train_split = str(train_split)
         self.val_split = str(val_split)
         self.skip_empty_train = bool(skip_empty_train)
-        self.mean: tuple[float, ...] = _floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
-        self.std: tuple[float, ...] = _floats(IMAGENET_STD if std is None else std, "std", 3)
+        self.mean: tuple[float, ...] = floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
+        self.std: tuple[float, ...] = floats(IMAGENET_STD if std is None else std, "std", 3)
         self.pin_memory = bool(pin_memory)
         self.train_set: COCODetectionDataset | None = None
         self.val_set: COCODetectionDataset | None = None
@@ -184,7 +167,7 @@ class COCODataModule(L.LightningDataModule):
             mean: Per-channel mean in 0..1 units.
             std: Per-channel std in 0..1 units.
         """
-        self.mean, self.std = _floats(mean, "mean", 3), _floats(std, "std", 3)
+        self.mean, self.std = floats(mean, "mean", 3), floats(std, "std", 3)
         self.train_set = self.val_set = None  # rebuilt with the new statistics on the next setup
 
     def prepare_data(self) -> None:
@@ -228,38 +211,14 @@ class COCODataModule(L.LightningDataModule):
         """Shuffled, drop-last loader of list batches (see ``collate_detection``)."""
         if self.train_set is None:
             self.setup("fit")
-        if self.train_set is None:  # unreachable after setup("fit"); narrows the type
-            raise RuntimeError("training dataset was not built")
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"the {self.train_split} split of {self.root} has {len(self.train_set)} usable images, fewer than "
-                f"batch_size={self.batch_size}; with drop_last=True no batch would be produced. Lower data.batch_size."
-            )
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker_transform,
-            collate_fn=collate_detection,
-        )
+        return train_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory,
+                            source=f"{self.train_split} of {self.root}", collate_fn=collate_detection)
 
     def val_dataloader(self) -> DataLoader:
         """Ordered loader; under DDP each image goes to exactly one rank (Lightning's UnrepeatedDistributedSampler)."""
         if self.val_set is None:
             self.setup("validate")
-        return DataLoader(
-            self.val_set,
-            batch_size=self.val_batch_size,
-            sampler=unrepeated_sampler(self.val_set),
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_detection,
-        )
+        return eval_loader(self.val_set, self.val_batch_size, self.num_workers, self.pin_memory, collate_detection)
 
     def test_dataloader(self) -> DataLoader:
         """Same as ``val_dataloader`` (COCO test-dev has no public annotations)."""

@@ -38,10 +38,18 @@ def read_run_config(ckpt_path: str | Path) -> dict[str, Any]:
     return config
 
 
-def register_restored_config(ckpt_path: str | Path) -> None:
-    """Registers the checkpoint's config as eval.yaml's `restored: checkpoint` default."""
-    ConfigStore.instance().store(group="restored", name="checkpoint", node=read_run_config(ckpt_path),
-                                 package="_global_")
+def register_restored_config(argv: list[str]) -> None:
+    """Registers the config of the checkpoint named by `ckpt_path=` in `argv` as the `restored: checkpoint` default.
+
+    Entry points call this before Hydra composes their config (eval.yaml, predict.yaml), so that the
+    restored model/data keys exist and can be overridden on the command line. Without `ckpt_path=`
+    nothing is registered and Hydra reports the missing mandatory key.
+    """
+    for arg in argv:
+        if arg.startswith("ckpt_path="):
+            config = read_run_config(arg.split("=", 1)[1])
+            ConfigStore.instance().store(group="restored", name="checkpoint", node=config, package="_global_")
+            return
 
 
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:

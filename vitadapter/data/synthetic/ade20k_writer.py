@@ -15,7 +15,6 @@ so an interrupted run is recognised (and rewritten) and a folder holding real da
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vitadapter.data.synthetic.marker import METADATA_FILE, marker_complete, read_marker, write_marker
 from vitadapter.data.synthetic.shapes import SHAPE_CLASSES, render_scene
 
 SYNTHETIC_CLASS_NAMES: tuple[str, ...] = SHAPE_CLASSES
-METADATA_FILE = "synthetic.json"
 _FORMAT_VERSION = 1
 _JPEG_QUALITY = 95
 # (split folder, file-name prefix, stream id): train and val draw from independent seeded streams.
@@ -43,23 +42,6 @@ def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int,
         "seed": int(seed),
         "class_names": list(SYNTHETIC_CLASS_NAMES),
     }
-
-
-def _read_metadata(root: Path) -> dict[str, Any] | None:
-    path = root / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}  # ours (the name says so) but unreadable: treat as an interrupted write
-
-
-def _write_metadata(root: Path, params: dict[str, Any], complete: bool) -> None:
-    path = root / METADATA_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**params, "complete": complete}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def is_synthetic_ade20k_complete(
@@ -83,11 +65,7 @@ def is_synthetic_ade20k_complete(
     Returns:
         True if ``synthetic.json`` records a complete write with exactly these parameters.
     """
-    meta = _read_metadata(Path(root))
-    if not meta or not meta.get("complete"):
-        return False
-    meta = {k: v for k, v in meta.items() if k != "complete"}
-    return meta == _parameters(num_train, num_val, image_size, max_objects, seed)
+    return marker_complete(Path(root), _parameters(num_train, num_val, image_size, max_objects, seed))
 
 
 def _encode(path: Path, ext: str, array: np.ndarray, params: list[int]) -> None:
@@ -129,13 +107,13 @@ def write_synthetic_ade20k(
     root = Path(root)
     params = _parameters(num_train, num_val, image_size, max_objects, seed)
     existing = [root / sub for sub in ("images", "annotations") if (root / sub).exists()]
-    if existing and _read_metadata(root) is None:
+    if existing and read_marker(root) is None:
         raise FileExistsError(
             f"{existing[0]} exists but {root / METADATA_FILE} does not, so this looks like a real dataset. "
             "Refusing to overwrite it: choose an empty folder for the synthetic data."
         )
     root.mkdir(parents=True, exist_ok=True)
-    _write_metadata(root, params, complete=False)
+    write_marker(root, params, complete=False)
 
     for folder, prefix, stream in _SPLITS:
         image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
@@ -150,5 +128,5 @@ def write_synthetic_ade20k(
             _encode(image_dir / f"{stem}.jpg", ".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
             _encode(label_dir / f"{stem}.png", ".png", scene.semantic_mask(offset=1), [])
 
-    _write_metadata(root, params, complete=True)
+    write_marker(root, params, complete=True)
     return root

@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from vitadapter.data.synthetic.marker import METADATA_FILE, marker_complete, read_marker, write_marker
 from vitadapter.data.synthetic.shapes import SHAPE_CLASSES, Scene, render_scene
 
 SYNTHETIC_COCO_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 5, 7, 8, 10, 11)
-METADATA_FILE = "synthetic.json"
 _FORMAT = "coco"
 _FORMAT_VERSION = 1
 _JPEG_QUALITY = 95
@@ -50,23 +50,6 @@ def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int,
         "class_names": list(SHAPE_CLASSES),
         "category_ids": list(SYNTHETIC_COCO_CATEGORY_IDS),
     }
-
-
-def _read_metadata(root: Path) -> dict[str, Any] | None:
-    path = root / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}  # ours (the name says so) but unreadable: treat as an interrupted write
-
-
-def _write_metadata(root: Path, params: dict[str, Any], complete: bool) -> None:
-    path = root / METADATA_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**params, "complete": complete}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def is_synthetic_coco_complete(
@@ -90,11 +73,7 @@ def is_synthetic_coco_complete(
     Returns:
         True if ``synthetic.json`` records a complete write with exactly these parameters.
     """
-    meta = _read_metadata(Path(root))
-    if not meta or not meta.get("complete"):
-        return False
-    meta = {k: v for k, v in meta.items() if k != "complete"}
-    return meta == _parameters(num_train, num_val, image_size, max_objects, seed)
+    return marker_complete(Path(root), _parameters(num_train, num_val, image_size, max_objects, seed))
 
 
 def _outline(contour: np.ndarray) -> np.ndarray:
@@ -231,15 +210,15 @@ def write_synthetic_coco(
     params = _parameters(num_train, num_val, image_size, max_objects, seed)
     ours = [root / split for split, _ in _SPLITS] + [root / "annotations" / f"instances_{s}.json" for s, _ in _SPLITS]
     existing = [p for p in ours if p.exists()]
-    if existing and _read_metadata(root) is None:
+    if existing and read_marker(root) is None:
         raise FileExistsError(
             f"{existing[0]} exists but {root / METADATA_FILE} does not, so this looks like a real dataset. "
             "Refusing to overwrite it: choose an empty folder for the synthetic data."
         )
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    _write_metadata(root, params, complete=False)
+    write_marker(root, params, complete=False)
     for split, stream in _SPLITS:
         count = num_train if stream == 0 else num_val
         _write_split(root, split, stream, count, image_size, max_objects, seed)
-    _write_metadata(root, params, complete=True)
+    write_marker(root, params, complete=True)
     return root

@@ -1,0 +1,76 @@
+"""What both datamodules share: plain config values and the train / evaluation DataLoaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from vitadapter.data.distributed import unrepeated_sampler
+
+
+def plain(value: Any) -> Any:
+    """Turns OmegaConf ListConfig/DictConfig (or any nested sequence/mapping) into tuples and dicts."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return tuple(plain(v) for v in value)
+    return value
+
+
+def floats(values: Sequence[float], name: str, length: int) -> tuple[float, ...]:
+    """`length` floats from a config value, or a ValueError naming the key."""
+    items = tuple(float(v) for v in plain(values))
+    if len(items) != length:
+        raise ValueError(f"{name} needs {length} values, got {values!r}")
+    return items
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
+
+    Albumentations keeps private random generators that forked workers would otherwise share, so
+    every worker would draw the same augmentations. ``torch.initial_seed()`` inside a worker is
+    torch's per-worker (and per-epoch) seed, which ``seed_everything`` makes reproducible.
+
+    Args:
+        worker_id: Index of the worker (unused; the seed already differs per worker).
+    """
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool, source: str,
+                 collate_fn: Callable | None = None) -> DataLoader:
+    """Shuffled, drop-last loader with per-worker augmentation seeds.
+
+    Args:
+        dataset: the training dataset.
+        batch_size: images per batch.
+        num_workers: loader processes.
+        pin_memory: pin batches for faster host-to-GPU copies.
+        source: the split's location, named in the error for a split smaller than a batch.
+        collate_fn: batch assembly (None: torch's default stacking).
+
+    Returns:
+        The DataLoader.
+    """
+    if len(dataset) < batch_size:
+        raise ValueError(
+            f"the training split {source} has {len(dataset)} usable images, fewer than batch_size={batch_size}; "
+            "with drop_last=True no batch would be produced. Lower data.batch_size."
+        )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      worker_init_fn=seed_worker_transform, collate_fn=collate_fn)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool,
+                collate_fn: Callable) -> DataLoader:
+    """In-order loader; under DDP every image goes to exactly one rank (see `unrepeated_sampler`)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=unrepeated_sampler(dataset), num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0, collate_fn=collate_fn)
