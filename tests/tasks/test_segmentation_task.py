@@ -23,6 +23,15 @@ def test_every_experiment_composes_and_instantiates(experiment, compose_config, 
     assert logits.shape == (1, task.num_classes, 16, 12)
 
 
+def test_adapter_and_aux_head_can_be_switched_off(compose_config, tmp_path, seg_data_root) -> None:
+    overrides = ["experiment=ade20k_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=none",
+                 "model/aux_head=none"]
+    overrides.remove("model.adapter.bottleneck_dim=4")
+    _, task = build_datamodule_and_task(compose_config("train", overrides, tmp_path))
+    assert task.backbone.adapters == [] and task.aux_head is None
+    assert {n.split(".")[0] for n, p in task.named_parameters() if p.requires_grad} == {"neck", "head"}
+
+
 def _fit(cfg, tmp_path: Path, steps: int = 3):
     datamodule, task = build_datamodule_and_task(cfg)
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
