@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
+from vitadapter.data.loaders import checked_range  # noqa: E402
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 MIN_BOX_SIZE = 1.0  # pixels; narrower or shorter boxes are dropped, as in the dataset
@@ -53,12 +54,7 @@ class ScaleLongestSide(A.DualTransform):
         if int(size) < 1:
             raise ValueError(f"size must be >= 1, got {size}")
         self.size = int(size)
-        if scale_range is not None:
-            low, high = (float(v) for v in scale_range)
-            if not 0 < low <= high:
-                raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range!r}")
-            scale_range = (low, high)
-        self.scale_range = scale_range
+        self.scale_range = checked_range(scale_range, "scale_range")
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         """Draw the factor and compute the output size from the input shape."""

@@ -28,6 +28,16 @@ def floats(values: Sequence[float], name: str, length: int) -> tuple[float, ...]
     return items
 
 
+def checked_range(values: Sequence[float] | None, name: str) -> tuple[float, float] | None:
+    """A (low, high) multiplier range with 0 < low <= high, or None; a ValueError names the key otherwise."""
+    if values is None:
+        return None
+    low, high = (float(v) for v in values)
+    if not 0 < low <= high:
+        raise ValueError(f"{name} must satisfy 0 < low <= high, got {values!r}")
+    return low, high
+
+
 def seed_worker_transform(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
 

@@ -23,6 +23,8 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vitadapter.data.loaders import checked_range  # noqa: E402
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -61,12 +63,7 @@ class RescaleToFit(A.DualTransform):
     ) -> None:
         super().__init__(p=p)
         self.scale = _pair(scale, "scale")
-        if ratio_range is not None:
-            low, high = (float(v) for v in ratio_range)
-            if not 0 < low <= high:
-                raise ValueError(f"ratio_range must satisfy 0 < low <= high, got {ratio_range!r}")
-            ratio_range = (low, high)
-        self.ratio_range = ratio_range
+        self.ratio_range = checked_range(ratio_range, "ratio_range")
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         """Draw the box multiplier and compute the output size from the input shape."""
