@@ -73,3 +73,11 @@ def test_refuses_to_overwrite_real_data(tmp_path: Path) -> None:
 def test_rejects_bad_counts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="num_train"):
         write_synthetic_ade20k(tmp_path, num_train=0, num_val=1)
+
+
+def test_set_from_an_older_generator_is_not_reused(tmp_path: Path) -> None:
+    root = write_synthetic_ade20k(tmp_path / "ade", **SMALL)
+    assert is_synthetic_ade20k_complete(root, **SMALL)
+    meta = json.loads((root / "synthetic.json").read_text())
+    (root / "synthetic.json").write_text(json.dumps({**meta, "scene_version": meta["scene_version"] - 1}))
+    assert not is_synthetic_ade20k_complete(root, **SMALL)

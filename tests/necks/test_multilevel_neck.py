@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from timm.layers import LayerNorm2d
 
 from vitadapter.necks import MultiLevelNeck
 
@@ -30,9 +31,20 @@ def test_multi_source_reads_each_tap_and_last_source_only_the_last() -> None:
         assert {i for i, t in enumerate(taps) if t.grad is not None} == used
 
 
+@pytest.mark.parametrize(("norm", "norm_type"), [("ln", LayerNorm2d), ("bn", torch.nn.BatchNorm2d)])
+def test_norm_choice(norm: str, norm_type: type) -> None:
+    neck = MultiLevelNeck(in_channels=8, patch_size=16, out_channels=8, norm=norm)
+    norms = [m for m in neck.modules() if isinstance(m, (LayerNorm2d, torch.nn.BatchNorm2d))]
+    assert norms and all(type(m) is norm_type for m in norms)
+    pyramid = neck([torch.randn(2, 8, 2, 2)] * 4, torch.randn(2, 3, 32, 32))
+    assert pyramid["s4"].shape == (2, 8, 8, 8)
+
+
 def test_bad_neck_arguments() -> None:
     with pytest.raises(ValueError, match="source"):
         MultiLevelNeck(8, 16, source="middle")
+    with pytest.raises(ValueError, match="model.neck.norm"):
+        MultiLevelNeck(8, 16, norm="gn")
     with pytest.raises(ValueError, match="increasing"):
         MultiLevelNeck(8, 16, strides=(8, 4))
     neck = MultiLevelNeck(8, 16)

@@ -17,9 +17,10 @@ SEG_EXPERIMENTS = [e for e in EXPERIMENTS if e.endswith("_seg")]
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
-    """A 2-step demo_seg training run; returns its run directory."""
+    """A 2-step demo_seg training run in bf16 autocast, as the demo runs; returns its run directory."""
     run_dir = tmp_path_factory.mktemp("demo_run")
-    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), f"hydra.run.dir={run_dir}")
+    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "trainer.precision=bf16-mixed",
+            f"hydra.run.dir={run_dir}")
     return run_dir
 
 
@@ -55,6 +56,7 @@ def test_eval_reproduces_training_and_writes_predictions(demo_run: Path, tmp_pat
     evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["val/mIoU"] == pytest.approx(trained["val/mIoU"], abs=1e-9)
     assert evaluated["val/aAcc"] == pytest.approx(trained["val/aAcc"], abs=1e-9)
+    assert "precision: bf16-mixed" in (out / ".hydra" / "config.yaml").read_text()  # restored from the checkpoint
     assert "mIoU" in proc.stdout and "circle" in proc.stdout
     images = sorted((seg_data_root / "images" / "validation").glob("*.jpg"))
     pngs = sorted((out / "predictions").glob("*.png"))

@@ -19,13 +19,20 @@ from torch import Tensor, nn
 from vitadapter.necks.base import Neck, level_name
 
 
-def _rescale(in_channels: int, octaves: int) -> tuple[nn.Module, int]:
+NECK_NORMS = ("ln", "bn")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    return LayerNorm2d(channels) if kind == "ln" else nn.BatchNorm2d(channels)
+
+
+def _rescale(in_channels: int, octaves: int, norm: str) -> tuple[nn.Module, int]:
     """Upsamples by 2**octaves with transposed convs (octaves > 0) or max-pools (octaves < 0)."""
     layers: list[nn.Module] = []
     channels = in_channels
     for step in range(max(octaves, 0)):
         if step:
-            layers += [LayerNorm2d(channels), nn.GELU()]
+            layers += [_norm(norm, channels), nn.GELU()]
         out = max(channels // 2, 32)
         layers.append(nn.ConvTranspose2d(channels, out, kernel_size=2, stride=2))
         channels = out
@@ -46,6 +53,8 @@ class MultiLevelNeck(Neck):
         strides: output strides, finest first.
         source: "multi" feeds level k from tap k (taps shallowest first); "last" feeds every level
             from the last tap, as ViTDet's simple feature pyramid does.
+        norm: "ln" (LayerNorm over channels, as ViTDet) or "bn" (BatchNorm, which trains faster
+            from scratch at batch sizes of 8 and more; SyncBN under trainer=ddp).
     """
 
     def __init__(
@@ -55,22 +64,25 @@ class MultiLevelNeck(Neck):
         out_channels: int = 256,
         strides: Sequence[int] = (4, 8, 16, 32),
         source: str = "multi",
+        norm: str = "ln",
     ) -> None:
         super().__init__(out_channels, strides)
         if source not in ("multi", "last"):
             raise ValueError(f"model.neck.source={source!r}: choose 'multi' or 'last'")
+        if norm not in NECK_NORMS:
+            raise ValueError(f"model.neck.norm={norm!r}: choose one of {NECK_NORMS}")
         self.source = source
         self.rescales = nn.ModuleList()
         self.projections = nn.ModuleList()
         for stride in self.strides:
-            rescale, channels = _rescale(in_channels, round(math.log2(patch_size / stride)))
+            rescale, channels = _rescale(in_channels, round(math.log2(patch_size / stride)), norm)
             self.rescales.append(rescale)
             self.projections.append(
                 nn.Sequential(
                     nn.Conv2d(channels, out_channels, kernel_size=1, bias=False),
-                    LayerNorm2d(out_channels),
+                    _norm(norm, out_channels),
                     nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
-                    LayerNorm2d(out_channels),
+                    _norm(norm, out_channels),
                 )
             )
 

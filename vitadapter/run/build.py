@@ -16,7 +16,8 @@ def build_datamodule_and_task(cfg: DictConfig) -> tuple[L.LightningDataModule, L
 
     The task gets the datamodule's class names; the datamodule normalises with the backbone's own
     mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved model/data config
-    so that its checkpoints can rebuild it.
+    so that its checkpoints can rebuild it (and the trainer's precision, so that evaluating a checkpoint
+    computes with the arithmetic its training-end validation used).
 
     Args:
         cfg: the composed run config (train.yaml or eval.yaml).
@@ -29,6 +30,8 @@ def build_datamodule_and_task(cfg: DictConfig) -> tuple[L.LightningDataModule, L
     if cfg.data.get("mean") is None or cfg.data.get("std") is None:
         datamodule.set_normalization(task.backbone.mean, task.backbone.std)
     task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in RUN_CONFIG_KEYS if key in cfg}
+    if "trainer" in cfg:
+        task.run_config["trainer"] = {"precision": cfg.trainer.precision}
     return datamodule, task
 
 

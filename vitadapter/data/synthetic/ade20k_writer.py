@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from vitadapter.data.synthetic.marker import METADATA_FILE, marker_complete, read_marker, write_marker
-from vitadapter.data.synthetic.shapes import SHAPE_CLASSES, render_scene
+from vitadapter.data.synthetic.shapes import SCENE_VERSION, SHAPE_CLASSES, render_scene
 
 SYNTHETIC_CLASS_NAMES: tuple[str, ...] = SHAPE_CLASSES
 _FORMAT_VERSION = 1
@@ -35,6 +35,7 @@ _SPLITS = (("training", "ADE_train", 0), ("validation", "ADE_val", 1))
 def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int, seed: int) -> dict[str, Any]:
     return {
         "format_version": _FORMAT_VERSION,
+        "scene_version": SCENE_VERSION,
         "num_train": int(num_train),
         "num_val": int(num_val),
         "image_size": int(image_size),

@@ -28,7 +28,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from vitadapter.data.synthetic.marker import METADATA_FILE, marker_complete, read_marker, write_marker
-from vitadapter.data.synthetic.shapes import SHAPE_CLASSES, Scene, render_scene
+from vitadapter.data.synthetic.shapes import SCENE_VERSION, SHAPE_CLASSES, Scene, render_scene
 
 SYNTHETIC_COCO_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 5, 7, 8, 10, 11)
 _FORMAT = "coco"
@@ -42,6 +42,7 @@ def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int,
     return {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
+        "scene_version": SCENE_VERSION,
         "num_train": int(num_train),
         "num_val": int(num_val),
         "image_size": int(image_size),

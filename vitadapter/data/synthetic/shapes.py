@@ -2,7 +2,7 @@
 
 The eight classes differ in outline or texture, never in colour: every object takes random colours,
 so a model has to look at geometry. Sizes and texture periods scale with the image (objects span
-about 20-60 px and stripes/checkers repeat every 6-10 px on a 128 px image, i.e. coarse enough to
+about 30-64 px and stripes/checkers repeat every 6-10 px on a 128 px image, i.e. coarse enough to
 show up in 8 px ViT patches). Backgrounds are smooth random gradients with low-frequency blotches
 and pixel noise. Objects are painted back to front and may hide part of earlier ones, but every
 object keeps at least half of its area visible; the instance masks are the visible parts.
@@ -27,9 +27,12 @@ SHAPE_CLASSES: tuple[str, ...] = (
     "checkered_rectangle",
 )
 
+# Bump whenever render_scene draws differently: the writers record it, so sets written by an older
+# generator are rewritten instead of reused.
+SCENE_VERSION = 2
 _REFERENCE_SIZE = 128  # sizes below are in pixels of a 128 px image and scale with the image
-_MIN_EXTENT, _MAX_EXTENT = 20.0, 60.0
-_MIN_TEXTURED_EXTENT = 26.0  # textured rectangles need room for at least ~2 periods
+_MIN_EXTENT, _MAX_EXTENT = 30.0, 64.0
+_MIN_TEXTURED_EXTENT = 30.0  # textured rectangles need room for at least ~2 periods
 _MIN_PERIOD, _MAX_PERIOD = 6.0, 10.0
 _MIN_VISIBLE_FRACTION = 0.5
 _MIN_COLOUR_DISTANCE = 80.0
