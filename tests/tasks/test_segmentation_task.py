@@ -39,7 +39,7 @@ def _fit(cfg, tmp_path: Path, steps: int = 3):
     return datamodule, task, trainer
 
 
-def test_only_adapters_neck_head_train_and_backbone_is_unchanged(compose_config, tmp_path, seg_data_root) -> None:
+def test_only_adapters_neck_heads_train_and_backbone_is_unchanged(compose_config, tmp_path, seg_data_root) -> None:
     cfg = compose_config("train", ["experiment=demo_seg", *tiny_seg_overrides(seg_data_root)], tmp_path)
     datamodule, task, trainer = _fit(cfg, tmp_path)
     frozen_keys = task.backbone.frozen_state_keys()
@@ -50,7 +50,7 @@ def test_only_adapters_neck_head_train_and_backbone_is_unchanged(compose_config,
     assert all(torch.equal(before[k], after[k]) for k in frozen_keys)
     changed = {n for n, p in task.named_parameters() if p.requires_grad and not torch.equal(p, trainable_before[n])}
     prefixes = {n.split(".")[0] for n in changed}
-    assert prefixes == {"backbone", "neck", "head"}
+    assert prefixes == {"backbone", "neck", "head", "aux_head"}  # demo_seg trains an auxiliary FCN head
     assert all(".adapter." in n for n in changed if n.startswith("backbone."))
     optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimised == {id(p) for p in task.parameters() if p.requires_grad}
