@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=1000, help="training images (default: 1000)")
     parser.add_argument("--num-val", type=int, default=100, help="validation images (default: 100)")
     parser.add_argument("--image-size", type=int, default=128, help="image side in pixels (default: 128)")
-    parser.add_argument("--max-objects", type=int, default=6, help="max objects per image (default: 6)")
+    parser.add_argument("--max-objects", type=int, default=4, help="max objects per image (default: 4, as the demos)")
     parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
     parser.add_argument("--force", action="store_true", help="rewrite even if the same set is already there")
     return parser.parse_args(argv)

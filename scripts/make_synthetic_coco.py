@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=500, help="training images (default: 500)")
     parser.add_argument("--num-val", type=int, default=50, help="validation images (default: 50)")
     parser.add_argument("--image-size", type=int, default=160, help="image side in pixels (default: 160)")
-    parser.add_argument("--max-objects", type=int, default=6, help="max objects per image (default: 6)")
+    parser.add_argument("--max-objects", type=int, default=4, help="max objects per image (default: 4, as the demos)")
     parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
     return parser.parse_args(argv)
 

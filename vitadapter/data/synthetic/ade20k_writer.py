@@ -50,7 +50,7 @@ def is_synthetic_ade20k_complete(
     num_train: int = 1000,
     num_val: int = 100,
     image_size: int = 128,
-    max_objects: int = 6,
+    max_objects: int = 4,
     seed: int = 0,
 ) -> bool:
     """Tell whether ``root`` already holds a finished synthetic set written with these parameters.
@@ -81,7 +81,7 @@ def write_synthetic_ade20k(
     num_train: int = 1000,
     num_val: int = 100,
     image_size: int = 128,
-    max_objects: int = 6,
+    max_objects: int = 4,
     seed: int = 0,
 ) -> Path:
     """Write a synthetic shapes dataset in the ADE20K layout (always rewrites the four split folders).

@@ -58,7 +58,7 @@ def is_synthetic_coco_complete(
     num_train: int = 500,
     num_val: int = 50,
     image_size: int = 160,
-    max_objects: int = 6,
+    max_objects: int = 4,
     seed: int = 0,
 ) -> bool:
     """Tell whether ``root`` already holds a finished synthetic COCO set written with these parameters.
@@ -181,7 +181,7 @@ def write_synthetic_coco(
     num_train: int = 500,
     num_val: int = 50,
     image_size: int = 160,
-    max_objects: int = 6,
+    max_objects: int = 4,
     seed: int = 0,
 ) -> Path:
     """Write a synthetic shapes dataset in the COCO layout, unless the same set is already complete there.
