@@ -12,6 +12,18 @@ CONFIGS = ROOT / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 
+# a 2-step fp32 CPU run that validates at its end, for every tiny experiment
+_TINY_RUN_OVERRIDES = [
+    "trainer=cpu",
+    "trainer.precision=32-true",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "model.scheduler.warmup_steps=1",
+    "callbacks.rich_progress_bar=null",
+]
+
+
 def tiny_seg_overrides(data_root: Path) -> list[str]:
     """Overrides that shrink any segmentation experiment to seconds on a CPU."""
     return [
@@ -32,13 +44,7 @@ def tiny_seg_overrides(data_root: Path) -> list[str]:
         "data.val_batch_size=2",
         "data.num_workers=0",
         "data.synthetic={num_train:6,num_val:3,image_size:64,seed:0}",
-        "trainer=cpu",
-        "trainer.precision=32-true",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1",
-        "model.scheduler.warmup_steps=1",
-        "callbacks.rich_progress_bar=null",
+        *_TINY_RUN_OVERRIDES,
     ]
 
 
@@ -76,13 +82,7 @@ def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn") -> list[str
         "data.val_batch_size=2",
         "data.num_workers=0",
         "data.synthetic={num_train:4,num_val:3,image_size:96,seed:0}",
-        "trainer=cpu",
-        "trainer.precision=32-true",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1",
-        "model.scheduler.warmup_steps=1",
-        "callbacks.rich_progress_bar=null",
+        *_TINY_RUN_OVERRIDES,
     ]
 
 

@@ -24,6 +24,11 @@ def _warmup(step: int, warmup_steps: int, warmup_ratio: float) -> float:
     return warmup_ratio + (1.0 - warmup_ratio) * step / warmup_steps
 
 
+def _decay_progress(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Fraction (0..1) of the post-warm-up part of the run done at `step`."""
+    return min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+
+
 def warmup_poly_schedule(
     optimizer: Optimizer,
     total_steps: int,
@@ -50,7 +55,7 @@ def warmup_poly_schedule(
     def factor(step: int) -> float:
         if step < warmup_steps:
             return _warmup(step, warmup_steps, warmup_ratio)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        progress = _decay_progress(step, warmup_steps, total_steps)
         return min_lr_ratio + (1.0 - min_lr_ratio) * (1.0 - progress) ** power
 
     return LambdaLR(optimizer, factor)
@@ -113,7 +118,7 @@ def warmup_cosine_schedule(
     def factor(step: int) -> float:
         if step < warmup_steps:
             return _warmup(step, warmup_steps, warmup_ratio)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        progress = _decay_progress(step, warmup_steps, total_steps)
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
