@@ -1,19 +1,23 @@
-"""Parameter-efficient modules injected into the frozen ViT blocks, registered by name."""
+"""PEFT methods: each file places one method on the frozen ViT and registers it by name."""
 
-from vitadapter.adapters.base import AdaptedSublayer, AdapterConfig, SpatialAdapter
+from vitadapter.adapters.base import MethodConfig, MethodHooks, SpatialAdapter
 from vitadapter.adapters.bottleneck import BottleneckAdapter, BottleneckAdapterConfig
 from vitadapter.adapters.convpass import ConvpassAdapter, ConvpassAdapterConfig
-from vitadapter.adapters.registry import ADAPTERS, inject_adapters, register_adapter
+from vitadapter.adapters.registry import METHODS, build_method, import_all_methods, register_method
+from vitadapter.adapters.residual_adapter import AdaptedBranch, ResidualAdapterConfig
 
 __all__ = [
-    "ADAPTERS",
-    "AdaptedSublayer",
-    "AdapterConfig",
+    "METHODS",
+    "AdaptedBranch",
     "BottleneckAdapter",
     "BottleneckAdapterConfig",
     "ConvpassAdapter",
     "ConvpassAdapterConfig",
+    "MethodConfig",
+    "MethodHooks",
+    "ResidualAdapterConfig",
     "SpatialAdapter",
-    "inject_adapters",
-    "register_adapter",
+    "build_method",
+    "import_all_methods",
+    "register_method",
 ]

@@ -1,49 +1,121 @@
-"""What every adapter shares: where it goes in a block, and how it wraps the sublayer there."""
+"""What every PEFT method shares: a typed config that places the method on a frozen ViT.
+
+A method *applies itself* to the `ViTBackbone` (as peft's tuners do to a model): it wraps
+sublayers, wraps Linear layers, unfreezes tensors, or returns `MethodHooks` that act on the tokens
+between blocks (prompts). Whatever it adds or unfreezes trains; the encoder and the checkpoints learn
+which tensors those are from `requires_grad`, so no method keeps a list of its own.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 
-POSITIONS = ("attn", "mlp")
-MODES = ("sequential", "parallel")
+if TYPE_CHECKING:
+    from vitadapter.backbone import ViTBackbone
+    from vitadapter.backbone.families import Tokens
+
+log = logging.getLogger(__name__)
+
+
+class MethodHooks(nn.Module):
+    """Trainable state a method keeps outside the ViT's blocks, run by the encoder between blocks."""
+
+    def on_embed(self, tokens: Tokens) -> Tokens:
+        """Called once after the patch and position embedding."""
+        return tokens
+
+    def before_block(self, index: int, tokens: Tokens) -> Tokens:
+        """Called before block `index`."""
+        return tokens
 
 
 @dataclass
-class AdapterConfig:
-    """Placement shared by all adapters; subclasses add their own hyper-parameters and `build`."""
+class MethodConfig:
+    """Base of every PEFT method's config; subclasses add hyper-parameters and implement `apply`.
 
-    position: Sequence[str] = field(
-        default=("attn", "mlp"),
-        metadata={"help": "sublayers to adapt: 'attn' (after attention) and/or 'mlp' (after or beside the MLP)"},
-    )
-    mode: str = field(
-        default="sequential",
-        metadata={"help": "'sequential': adapter on the sublayer's output; 'parallel': adapter beside it, same input"},
+    Class attributes:
+        method_name: the registered name (set by `register_method`).
+        per_block: the method places modules in individual blocks (`layers` and `drop_below` apply).
+        mergeable: the method can be folded into the frozen weights (`merge_into`).
+    """
+
+    method_name: ClassVar[str] = ""
+    per_block: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = False
+
+    lr: float | None = field(
+        default=None,
+        metadata={"help": "learning rate of this method's tensors; null: the optimiser's (model.optimizer.lr)"},
     )
     layers: Sequence[int] | None = field(
-        default=None, metadata={"help": "0-based block indices to adapt (negative from the end); null = all blocks"}
+        default=None, metadata={"help": "0-based blocks to adapt (negative from the end); null = every block"}
+    )
+    drop_below: int = field(
+        default=0,
+        metadata={"help": "AdapterDrop (Rücklé et al. 2021): no modules in blocks < K, which then run graph-free"},
+    )
+    merge: bool = field(
+        default=False, metadata={"help": "fold the method into the frozen weights before evaluating (eval.py)"}
     )
 
     def __post_init__(self) -> None:
-        self.position = tuple(self.position) if not isinstance(self.position, str) else (self.position,)
         self.layers = None if self.layers is None else tuple(int(i) for i in self.layers)
-        bad = [p for p in self.position if p not in POSITIONS]
-        if bad or not self.position:
-            raise ValueError(f"model.adapter.position={list(self.position)}: choose from {list(POSITIONS)}")
-        if self.mode not in MODES:
-            raise ValueError(f"model.adapter.mode={self.mode!r}: choose from {list(MODES)}")
+        if self.drop_below < 0:
+            raise ValueError(f"model.adapter.drop_below must be >= 0, got {self.drop_below}")
+        if self.merge and not self.mergeable:
+            raise ValueError(
+                f"model.adapter.merge=true: method {self.method_name!r} cannot be merged into the frozen weights; "
+                "only linear methods (lora, dora, ssf, and peft tuners that support merging) can"
+            )
+        if not self.per_block and (self.layers is not None or self.drop_below):
+            raise ValueError(
+                f"method {self.method_name!r} has no per-block modules: model.adapter.layers and drop_below do not apply"
+            )
 
-    def build(self, dim: int, num_prefix_tokens: int = 1) -> nn.Module:
-        """Creates one adapter for tokens of width `dim` (the first `num_prefix_tokens` are not patches)."""
+    def block_indices(self, backbone: ViTBackbone) -> list[int]:
+        """The blocks this method adapts: `layers` (all by default) that run, minus those below `drop_below`.
+
+        Blocks after the last tapped one never run, so nothing is placed there (it would count as
+        trainable and never receive a gradient).
+        """
+        depth = backbone.depth
+        layers = range(depth) if self.layers is None else self.layers
+        if any(not -depth <= i < depth for i in layers):
+            raise ValueError(f"model.adapter.layers={list(layers)} outside the {depth} blocks of the backbone")
+        chosen = sorted({i % depth for i in layers})
+        unused = [i for i in chosen if i >= backbone.used_depth]
+        if unused:
+            log.info("blocks %s come after the last tapped block %d and never run: no %s modules there",
+                     unused, backbone.used_depth - 1, self.method_name)
+        return [i for i in chosen if self.drop_below <= i < backbone.used_depth]
+
+    def apply(self, backbone: ViTBackbone) -> MethodHooks | None:
+        """Places the method on the frozen ViT.
+
+        Args:
+            backbone: the frozen ViT (every tensor frozen, no method applied yet).
+
+        Returns:
+            Hooks the encoder runs between blocks (and trains), or None.
+        """
         raise NotImplementedError
+
+    def lr_scales(self, backbone: ViTBackbone) -> dict[int, float]:
+        """Per-parameter lr multipliers by `id(param)` (layer-wise decay); empty: all 1."""
+        return {}
+
+    def merge_into(self, backbone: ViTBackbone) -> None:
+        """Folds the trained method into the ViT's weights so that it is a plain timm model again."""
+        raise NotImplementedError(f"method {self.method_name!r} cannot merge")
 
 
 class SpatialAdapter(nn.Module):
-    """An adapter that needs the patch grid; the backbone sets `grid` before every forward."""
+    """An adapter that needs the patch grid; the encoder sets `grid` before every forward."""
 
     def __init__(self, num_prefix_tokens: int) -> None:
         super().__init__()
@@ -54,25 +126,5 @@ class SpatialAdapter(nn.Module):
         """The (h, w) patch grid of the current input, checked against the token count."""
         if self.grid is None or self.grid[0] * self.grid[1] != num_patches:
             raise RuntimeError(f"spatial adapter got {num_patches} patch tokens but grid {self.grid}; "
-                               "call it through ViTBackbone, which sets the grid")
+                               "call it through the Encoder, which sets the grid")
         return self.grid
-
-
-class AdaptedSublayer(nn.Module):
-    """A frozen block sublayer (attention or MLP) with an adapter on its output or beside it.
-
-    The frozen sublayer keeps its own call signature (e.g. EVA's `rope=` keyword), so any timm
-    block that calls `self.attn(...)` / `self.mlp(...)` can be adapted without being rewritten.
-    """
-
-    def __init__(self, base: nn.Module, adapter: nn.Module, mode: str) -> None:
-        super().__init__()
-        self.base = base
-        self.adapter = adapter
-        self.mode = mode
-
-    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        out = self.base(x, *args, **kwargs)
-        if self.mode == "parallel":
-            return out + self.adapter(x)
-        return out + self.adapter(out)

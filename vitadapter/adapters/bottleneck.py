@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from vitadapter.adapters.base import AdapterConfig
-from vitadapter.adapters.registry import register_adapter
+from vitadapter.adapters.registry import register_method
+from vitadapter.adapters.residual_adapter import ResidualAdapterConfig
 
 
 class BottleneckAdapter(nn.Module):
@@ -40,9 +40,9 @@ class BottleneckAdapter(nn.Module):
         return self.up(self.dropout(self.act(self.down(x)))) * self.scale
 
 
-@register_adapter("bottleneck")
+@register_method("bottleneck")
 @dataclass
-class BottleneckAdapterConfig(AdapterConfig):
+class BottleneckAdapterConfig(ResidualAdapterConfig):
     """Bottleneck adapters; give `bottleneck_dim` or `reduction_factor` (dim // factor)."""
 
     bottleneck_dim: int | None = field(default=64, metadata={"help": "hidden width of the adapter"})

@@ -1,4 +1,4 @@
-"""Convpass: a bottleneck adapter with a 3×3 convolution over the token grid.
+"""Convpass: a bottleneck adapter with a k×k convolution over the token grid.
 
 Jie & Deng, "Convolutional Bypasses Are Better Vision Transformer Adapters", 2022. The convolution
 gives the adapter a local spatial prior that plain (token-wise) bottleneck adapters lack.
@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from vitadapter.adapters.base import AdapterConfig, SpatialAdapter
-from vitadapter.adapters.registry import register_adapter
+from vitadapter.adapters.base import SpatialAdapter
+from vitadapter.adapters.registry import register_method
+from vitadapter.adapters.residual_adapter import ResidualAdapterConfig
 
 
 class ConvpassAdapter(SpatialAdapter):
-    """tokens -> down -> (3×3 conv on the patch grid) -> GELU -> zero-initialised up -> × scale.
+    """tokens -> down -> (k×k conv on the patch grid) -> GELU -> zero-initialised up -> × scale.
 
-    Prefix (class/register) tokens skip the convolution. The grid is set by the backbone before
+    Prefix (class/register) tokens skip the convolution. The grid is set by the encoder before
     each forward (`SpatialAdapter.grid`).
     """
 
@@ -43,11 +44,12 @@ class ConvpassAdapter(SpatialAdapter):
         return self.up(self.act(torch.cat([prefix, patches], dim=1))) * self.scale
 
 
-@register_adapter("convpass")
+@register_method("convpass")
 @dataclass
-class ConvpassAdapterConfig(AdapterConfig):
+class ConvpassAdapterConfig(ResidualAdapterConfig):
     """Convpass adapters (bottleneck with a convolution over the patch grid)."""
 
+    mode: str = field(default="parallel", metadata={"help": "Convpass runs beside the sublayer (paper); or 'sequential'"})
     bottleneck_dim: int = field(default=8, metadata={"help": "hidden width of the adapter"})
     kernel_size: int = field(default=3, metadata={"help": "side of the convolution over the patch grid"})
     scale: float = field(default=1.0, metadata={"help": "multiplier on the adapter output"})

@@ -1,54 +1,58 @@
-"""Adapter registry: adding a PEFT method is one file plus one `@register_adapter` line."""
+"""The method registry: adding a PEFT method is one file in this package with `@register_method(name)`.
+
+Configs name a method (`name: lora` in `configs/model/adapter/lora.yaml`) and `build_method` creates
+its typed config from the registry, so a misspelt field is an error, not a silently ignored key.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
+from typing import Any
 
-from torch import nn
+from vitadapter.adapters.base import MethodConfig
 
-from vitadapter.adapters.base import AdaptedSublayer, AdapterConfig
-
-ADAPTERS: dict[str, type[AdapterConfig]] = {}
+METHODS: dict[str, type[MethodConfig]] = {}
 
 
-def register_adapter(name: str) -> Callable[[type[AdapterConfig]], type[AdapterConfig]]:
-    """Class decorator that registers an adapter config under `name`."""
+def register_method(name: str) -> Callable[[type[MethodConfig]], type[MethodConfig]]:
+    """Class decorator that registers a method config under `name`."""
 
-    def register(config_cls: type[AdapterConfig]) -> type[AdapterConfig]:
-        if name in ADAPTERS:
-            raise ValueError(f"adapter {name!r} is registered twice")
-        ADAPTERS[name] = config_cls
+    def register(config_cls: type[MethodConfig]) -> type[MethodConfig]:
+        if name in METHODS and METHODS[name] is not config_cls:
+            raise ValueError(f"PEFT method {name!r} is registered twice")
+        config_cls.method_name = name
+        METHODS[name] = config_cls
         return config_cls
 
     return register
 
 
-def inject_adapters(vit: nn.Module, config: AdapterConfig) -> list[nn.Module]:
-    """Wraps the chosen sublayers of the chosen blocks with freshly built adapters.
+def import_all_methods() -> dict[str, type[MethodConfig]]:
+    """Imports every module of `vitadapter.adapters` so each method registers itself; returns the registry."""
+    package = importlib.import_module("vitadapter.adapters")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"vitadapter.adapters.{module.name}")
+    return METHODS
+
+
+def build_method(name: str, **fields: Any) -> MethodConfig:
+    """Creates the config of method `name` (e.g. from `model.adapter`).
 
     Args:
-        vit: a timm ViT with a `blocks` sequence whose blocks own `attn` and `mlp`.
-        config: where to put adapters and how to build them.
+        name: a registered method name (`bottleneck`, `lora`, `vpt`, ...).
+        **fields: the method's own fields; unknown ones are refused with the list of valid ones.
 
     Returns:
-        The new adapter modules, in block order.
+        The method's typed config.
     """
-    blocks = list(vit.blocks)
-    depth = len(blocks)
-    layers = range(depth) if config.layers is None else config.layers
-    if any(not -depth <= i < depth for i in layers):
-        raise ValueError(f"model.adapter.layers={list(layers)} outside the {depth} blocks of the backbone")
-    dim = vit.embed_dim
-    adapters = []
-    for index in sorted({i % depth for i in layers}):
-        block = blocks[index]
-        for position in config.position:
-            sublayer = getattr(block, position, None)
-            if sublayer is None:
-                raise ValueError(f"block {index} ({type(block).__name__}) has no `{position}` sublayer to adapt")
-            if isinstance(sublayer, AdaptedSublayer):
-                raise ValueError(f"block {index}.{position} already has an adapter")
-            adapter = config.build(dim, getattr(vit, "num_prefix_tokens", 1))
-            setattr(block, position, AdaptedSublayer(sublayer, adapter, config.mode))
-            adapters.append(adapter)
-    return adapters
+    methods = import_all_methods()
+    if name not in methods:
+        raise ValueError(f"model.adapter.name={name!r} is not a PEFT method; choose one of {sorted(methods)}")
+    config_cls = methods[name]
+    valid = set(config_cls.__dataclass_fields__)
+    unknown = sorted(set(fields) - valid)
+    if unknown:
+        raise ValueError(f"model.adapter: {unknown} are not fields of method {name!r}; its fields: {sorted(valid)}")
+    return config_cls(**fields)

@@ -1,4 +1,4 @@
-"""The backbone that torchvision detectors receive: frozen ViT + adapters + neck + FPN (p2-p6).
+"""The backbone that torchvision detectors receive: the encoder (frozen ViT + method + neck) + FPN (p2-p6).
 
 Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017 (torchvision's
 `FeaturePyramidNetwork` with `LastLevelMaxPool` for p6), on top of a plain-ViT pyramid as in Li et al.,
@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from vitadapter.backbone import ViTBackbone
-from vitadapter.necks import Neck
+from vitadapter.encoder import Encoder
 
 
 def pyramid_level(stride: int) -> str:
@@ -27,35 +26,33 @@ def pyramid_level(stride: int) -> str:
 
 
 class DetectionBackbone(nn.Module):
-    """ViT maps -> neck (strides 4..32) -> FPN -> {"p2", ..., "p6"}, the torchvision backbone API.
+    """Encoder pyramid (strides 4..32) -> FPN -> {"p2", ..., "p6"}, the torchvision backbone API.
 
     Args:
-        body: the frozen ViT (adapters already injected).
-        neck: the spatial module built for `body` (strides 4, 8, 16, 32).
+        encoder: the encoder (strides 4, 8, 16, 32).
         fpn_channels: channels of every output level.
 
     Attributes:
-        body: the ViTBackbone (reachable for checkpointing and its normalisation).
+        encoder: the encoder (reachable for checkpointing and its normalisation).
         out_channels: channels of every level (torchvision reads this).
         strides: stride of every output level, finest first (4, 8, 16, 32, 64).
         level_names: the output keys, finest first ("p2", ..., "p6").
     """
 
-    def __init__(self, body: ViTBackbone, neck: Neck, fpn_channels: int = 256) -> None:
+    def __init__(self, encoder: Encoder, fpn_channels: int = 256) -> None:
         super().__init__()
-        if tuple(neck.strides) != (4, 8, 16, 32):
+        if tuple(encoder.strides) != (4, 8, 16, 32):
             raise ValueError(
-                f"detection needs a neck with strides (4, 8, 16, 32), got model.neck.strides={neck.strides}"
+                f"detection needs a neck with strides (4, 8, 16, 32), got model.neck.strides={encoder.strides}"
             )
-        self.body = body
-        self.neck = neck
+        self.encoder = encoder
         self.fpn = FeaturePyramidNetwork(
-            in_channels_list=[neck.out_channels] * len(neck.strides),
+            in_channels_list=[encoder.out_channels] * len(encoder.strides),
             out_channels=fpn_channels,
             extra_blocks=LastLevelMaxPool(),
         )
         self.out_channels = fpn_channels
-        self.strides: tuple[int, ...] = (*neck.strides, 2 * neck.strides[-1])
+        self.strides: tuple[int, ...] = (*encoder.strides, 2 * encoder.strides[-1])
         self.level_names: tuple[str, ...] = tuple(pyramid_level(s) for s in self.strides)
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
@@ -67,7 +64,7 @@ class DetectionBackbone(nn.Module):
         Returns:
             {"p2": B×C×H/4×W/4, ..., "p6": B×C×H/64×W/64} (sizes rounded up), C = `out_channels`.
         """
-        pyramid = self.neck(self.body(images), images)
+        pyramid = self.encoder(images)
         inputs = OrderedDict((name, x) for name, x in zip(self.level_names, pyramid.values()))
         # LastLevelMaxPool appends its level as "pool"; rename every level by stride instead
         return OrderedDict(zip(self.level_names, self.fpn(inputs).values()))

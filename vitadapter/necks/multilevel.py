@@ -44,7 +44,8 @@ class MultiLevelNeck(Neck):
     """ViT maps of stride `patch_size` -> pyramid at `strides` (default 4, 8, 16, 32).
 
     Each level's rescaling is the nearest power of two of patch_size / stride; when that is not
-    exact (patch 14) or the grid is odd, the map is resized bilinearly to ceil(H/stride)×ceil(W/stride).
+    exact (patch 14) the map is resized bilinearly to the padded grid's extent at that stride. The
+    part that covers the patch padding is then cropped away, leaving ceil(H/stride)×ceil(W/stride).
 
     Args:
         in_channels: ViT width.
@@ -72,6 +73,7 @@ class MultiLevelNeck(Neck):
         if norm not in NECK_NORMS:
             raise ValueError(f"model.neck.norm={norm!r}: choose one of {NECK_NORMS}")
         self.source = source
+        self.patch_size = patch_size
         self.rescales = nn.ModuleList()
         self.projections = nn.ModuleList()
         for stride in self.strides:
@@ -92,9 +94,12 @@ class MultiLevelNeck(Neck):
         height, width = image.shape[-2:]
         pyramid: OrderedDict[str, Tensor] = OrderedDict()
         for k, (stride, rescale, project) in enumerate(zip(self.strides, self.rescales, self.projections)):
-            x = rescale(features[k] if self.source == "multi" else features[-1])
-            size = (math.ceil(height / stride), math.ceil(width / stride))
-            if x.shape[-2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            feature = features[k] if self.source == "multi" else features[-1]
+            # the ViT grid covers the image padded to whole patches: scale the whole grid, then crop the padding
+            padded = tuple(math.ceil(n * self.patch_size / stride) for n in feature.shape[-2:])
+            x = rescale(feature)
+            if x.shape[-2:] != padded:
+                x = F.interpolate(x, size=padded, mode="bilinear", align_corners=False)
+            x = x[..., : math.ceil(height / stride), : math.ceil(width / stride)]
             pyramid[level_name(stride)] = project(x)
         return pyramid

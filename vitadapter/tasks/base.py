@@ -8,25 +8,58 @@ from typing import Any
 import lightning as L
 import torch
 
+from vitadapter.backbone import ViTBackbone
+from vitadapter.encoder import Encoder
 from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
 from vitadapter.tasks.optim import trainable_param_groups
 
 
 class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
-    """Base LightningModule of the tasks; subclasses set `backbone` and the two factories.
+    """Base LightningModule of the tasks; subclasses set `encoder` and the two factories.
 
     Attributes:
+        encoder: the frozen ViT + PEFT method + neck.
         optimizer_factory: builds the optimiser from parameter groups (a Hydra partial).
         scheduler_factory: builds the per-step lr schedule from the optimiser and `total_steps`, or None.
     """
 
+    encoder: Encoder
     optimizer_factory: Callable[..., torch.optim.Optimizer]
     scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None
 
+    @property
+    def backbone(self) -> ViTBackbone:
+        """The frozen ViT (for checkpointing and its normalisation)."""
+        return self.encoder.backbone
+
+    def method_param_lr(self) -> dict[int, float]:
+        """Learning rates of the PEFT method's tensors that differ from the optimiser's.
+
+        The method's own `lr` (when set) replaces the optimiser's for its tensors, so an experiment's
+        `model.optimizer.lr` does not overwrite it; layer-wise decay multiplies either.
+        """
+        method = self.encoder.method
+        if method is None:
+            return {}
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        lr = method.lr if method.lr is not None else base_lr
+        scales = method.lr_scales(self.backbone)
+        if lr is None:
+            if method.lr is None and not scales:
+                return {}
+            raise ValueError("model.optimizer has no lr to scale; set model.optimizer.lr or model.adapter.lr")
+        return {id(p): lr * scales.get(id(p), 1.0) for p in self.encoder.method_parameters()}
+
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (or the configured optimiser) over trainable parameters only, lr stepped every step."""
-        optimizer = self.optimizer_factory(trainable_param_groups(self))
+        optimizer = self.optimizer_factory(trainable_param_groups(self, self.method_param_lr()))
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_validation_start(self) -> None:
+        """Merges a mergeable method into the frozen weights when `model.adapter.merge=true` (eval.py)."""
+        method = self.encoder.method
+        if method is not None and method.merge and not self.encoder.merged:
+            self.encoder.merge()

@@ -1,4 +1,4 @@
-"""Object detection / instance segmentation: frozen ViT + adapters -> neck -> FPN -> torchvision detector.
+"""Object detection / instance segmentation: encoder (frozen ViT + PEFT method + neck) -> FPN -> torchvision detector.
 
 Validation scores the detections with pycocotools' COCOeval (box and mask AP, in percent) after
 mapping them back to the original images, so the numbers are those of the COCO benchmark.
@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image
 
-from vitadapter.adapters import AdapterConfig
+from vitadapter.adapters import MethodConfig
 from vitadapter.backbone import ViTBackbone
+from vitadapter.encoder import Encoder
 from vitadapter.callbacks.detection_writer import DetectionPredictionWriter
 from vitadapter.heads.detection_backbone import DetectionBackbone
 from vitadapter.heads.detectors import Detector
@@ -60,7 +61,7 @@ def detections_to_original(
 
 
 class DetectionTask(FrozenBackboneTask):
-    """Trains adapters, neck, FPN and detector heads on a frozen ViT; validates with COCO AP.
+    """Trains a PEFT method, neck, FPN and detector heads on a frozen ViT; validates with COCO AP.
 
     Args:
         backbone: the frozen ViT.
@@ -70,7 +71,7 @@ class DetectionTask(FrozenBackboneTask):
         class_names: one name per class, in contiguous-label order (sets the number of classes).
         optimizer: builds the optimiser from parameter groups.
         scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.
-        adapter: adapters to inject into the backbone (None: train neck, FPN and heads only).
+        adapter: the PEFT method to place on the backbone (None: neck, FPN and heads only).
         fpn_channels: channels of the FPN levels p2-p6.
     """
 
@@ -82,17 +83,13 @@ class DetectionTask(FrozenBackboneTask):
         class_names: Sequence[str],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        adapter: AdapterConfig | None = None,
+        adapter: MethodConfig | None = None,
         fpn_channels: int = 256,
     ) -> None:
         super().__init__()
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
-        if adapter is not None:
-            backbone.add_adapters(adapter)
-        pyramid = DetectionBackbone(
-            backbone, neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size), fpn_channels
-        )
+        pyramid = DetectionBackbone(Encoder(backbone, neck, adapter), fpn_channels)
         self.detector = detector(backbone=pyramid, num_classes=self.num_classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -100,9 +97,9 @@ class DetectionTask(FrozenBackboneTask):
         self.last_val_results: dict[str, float | None] | None = None
 
     @property
-    def backbone(self) -> ViTBackbone:
-        """The frozen ViT inside the detector (for checkpointing and normalisation)."""
-        return self.detector.backbone.body
+    def encoder(self) -> Encoder:
+        """The encoder inside the detector's backbone."""
+        return self.detector.backbone.encoder
 
     @property
     def iou_types(self) -> tuple[str, ...]:

@@ -1,10 +1,8 @@
-"""Checkpoints that hold only what trains, plus a fingerprint of the frozen weights they need."""
+"""Checkpoints that hold exactly what trains, plus a fingerprint of the frozen weights they need."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from torch import nn
 
 from vitadapter.backbone import ViTBackbone
 
@@ -13,30 +11,27 @@ class BackboneMismatchError(RuntimeError):
     """A checkpoint was trained on different frozen weights than the backbone it is loaded onto."""
 
 
-def _backbone_prefix(model: nn.Module, backbone: ViTBackbone) -> str:
-    for name, module in model.named_modules():
-        if module is backbone:
-            return f"{name}." if name else ""
-    raise ValueError("the backbone is not a submodule of the task")
-
-
 class FrozenBackboneCheckpointing:
-    """LightningModule mixin: strip the frozen ViT from checkpoints and verify it on load.
+    """LightningModule mixin: leave the frozen ViT out of checkpoints and verify it on load.
 
-    The host defines `self.backbone` (a `ViTBackbone`) and may set `self.run_config`, the resolved
+    The frozen set is the ViT's tensors as built (`ViTBackbone.frozen_tensor_ids`) that do not
+    train now. Everything else in the state dict is saved: the method's tensors wherever they sit
+    (adapters, LoRA matrices, prompts, unfrozen biases, the whole ViT for full fine-tuning), the
+    neck and the heads. The host defines `self.backbone` and may set `self.run_config`, the resolved
     run configuration stored in the checkpoint so that `eval.py` can rebuild the model from it.
     """
 
     backbone: ViTBackbone
     run_config: dict[str, Any] | None = None
 
-    def _frozen_keys(self) -> list[str]:
-        prefix = _backbone_prefix(self, self.backbone)  # type: ignore[arg-type]
-        return [prefix + key for key in self.backbone.frozen_state_keys()]
+    def frozen_state_keys(self) -> list[str]:
+        """State-dict keys of the frozen set (they are filled from the live backbone on load)."""
+        state = self.state_dict(keep_vars=True)  # type: ignore[attr-defined]
+        return [key for key, tensor in state.items() if self.backbone.is_frozen_tensor(tensor)]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drops the frozen backbone weights and records their fingerprint and the run config."""
-        frozen = set(self._frozen_keys())
+        frozen = set(self.frozen_state_keys())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint["vitadapter"] = {
             "backbone_name": self.backbone.name,
@@ -58,5 +53,5 @@ class FrozenBackboneCheckpointing:
             )
         live = self.state_dict()  # type: ignore[attr-defined]
         state = checkpoint["state_dict"]
-        for key in self._frozen_keys():
+        for key in self.frozen_state_keys():
             state[key] = live[key]

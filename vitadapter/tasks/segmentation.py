@@ -1,4 +1,4 @@
-"""Semantic segmentation: frozen ViT + adapters -> neck -> decode head, trained with cross-entropy."""
+"""Semantic segmentation: encoder (frozen ViT + PEFT method + neck) -> decode head, trained with cross-entropy."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vitadapter.adapters import AdapterConfig
+from vitadapter.adapters import MethodConfig
 from vitadapter.backbone import ViTBackbone
+from vitadapter.encoder import Encoder
 from vitadapter.callbacks import SegmentationPredictionWriter
 from vitadapter.inference import tta_inference
 from vitadapter.metrics import SegmentationMetrics, flatten_segmentation_results, format_segmentation_table
@@ -20,7 +21,7 @@ from vitadapter.tasks.base import FrozenBackboneTask
 
 
 class SegmentationTask(FrozenBackboneTask):
-    """Trains adapters, neck and head on a frozen ViT; validates with dataset-level mIoU.
+    """Trains a PEFT method, neck and head on a frozen ViT; validates with dataset-level mIoU.
 
     Args:
         backbone: the frozen ViT.
@@ -29,7 +30,7 @@ class SegmentationTask(FrozenBackboneTask):
         class_names: one name per class (sets the number of classes).
         optimizer: builds the optimiser from parameter groups.
         scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.
-        adapter: adapters to inject into the backbone (None: train neck and head only).
+        adapter: the PEFT method to place on the backbone (None: neck and head only, as method `none`).
         aux_head: optional auxiliary head (FCN on stride 16), trained with weight `aux_weight`.
         aux_weight: weight of the auxiliary loss.
         ignore_index: label value that is not trained on nor scored.
@@ -45,7 +46,7 @@ class SegmentationTask(FrozenBackboneTask):
         class_names: Sequence[str],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        adapter: AdapterConfig | None = None,
+        adapter: MethodConfig | None = None,
         aux_head: Callable[..., nn.Module] | None = None,
         aux_weight: float = 0.4,
         ignore_index: int = 255,
@@ -54,12 +55,11 @@ class SegmentationTask(FrozenBackboneTask):
         super().__init__()
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
-        self.backbone = backbone
-        if adapter is not None:
-            self.backbone.add_adapters(adapter)
-        self.neck = neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size)
-        self.head = head(in_channels=self.neck.out_channels, num_classes=self.num_classes)
-        self.aux_head = aux_head(in_channels=self.neck.out_channels, num_classes=self.num_classes) if aux_head else None
+        self.encoder = Encoder(backbone, neck, adapter)
+        self.head = head(in_channels=self.encoder.out_channels, num_classes=self.num_classes)
+        self.aux_head = (
+            aux_head(in_channels=self.encoder.out_channels, num_classes=self.num_classes) if aux_head else None
+        )
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index
         self.optimizer_factory = optimizer
@@ -71,11 +71,11 @@ class SegmentationTask(FrozenBackboneTask):
 
     def forward(self, image: Tensor) -> Tensor:
         """Logits at stride 4 for a normalised B×3×H×W image."""
-        return self.head(self.neck(self.backbone(image), image))
+        return self.head(self.encoder(image))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         image, mask = batch["image"], batch["mask"]
-        pyramid = self.neck(self.backbone(image), image)
+        pyramid = self.encoder(image)
         loss = self._loss(self.head(pyramid), mask)
         self.log("train/loss_decode", loss, prog_bar=False)
         if self.aux_head is not None:

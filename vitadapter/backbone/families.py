@@ -1,0 +1,202 @@
+"""How each timm ViT family turns an image into tokens and runs one block, so the encoder owns the loop.
+
+timm's plain ViTs come in three code families that differ only in their embedding and in what a
+block needs beside the tokens: `VisionTransformer` (DeiT, DeiT-III, AugReg, DINOv2, CLIP, SigLIP,
+FlexiViT, `*_gap_*`), `Eva` (EVA-02, Perception Encoder, the RoPE ViTs: rotary embeddings per block)
+and `Beit` (a relative-position bias per block, built for one window size). Each family here calls
+timm's own modules (patch embedding, position embedding, blocks) and nothing else, so pretrained
+weights load as timm loads them and a block computes exactly what timm computes.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.layers.pos_embed_rel import resize_rel_pos_bias_table
+from torch import Tensor, nn
+
+
+@dataclass
+class Tokens:
+    """The token sequence between blocks and what the blocks need to read it.
+
+    Attributes:
+        x: B×N×D tokens: `num_prefix_tokens` non-patch tokens (class, registers, prompts), then
+            the patches in row-major order.
+        grid: (h, w) of the patch grid.
+        num_prefix_tokens: tokens before the patches.
+        image_size: (H, W) of the input image before patch padding.
+        block_kwargs: extra keyword arguments per block call (rotary embeddings, relative bias).
+    """
+
+    x: Tensor
+    grid: tuple[int, int]
+    num_prefix_tokens: int
+    image_size: tuple[int, int]
+    block_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def patch_map(self) -> Tensor:
+        """The patch tokens as a B×D×h×w map (prefix tokens dropped)."""
+        patches = self.x[:, self.num_prefix_tokens :]
+        batch, _, dim = patches.shape
+        return patches.transpose(1, 2).reshape(batch, dim, *self.grid)
+
+
+class ViTFamily:
+    """Embedding and block calls of one timm ViT code family.
+
+    Attributes:
+        extra_tokens_refusal: why tokens without a position (VPT prompts) cannot be added to this
+            model, or None when they can.
+    """
+
+    extra_tokens_refusal: str | None = None
+
+    def __init__(self, vit: nn.Module) -> None:
+        self.vit = vit
+
+    def embed(self, image: Tensor) -> Tokens:
+        """Patch embedding, position embedding and prefix tokens."""
+        raise NotImplementedError
+
+    def run_block(self, index: int, tokens: Tokens) -> Tensor:
+        """Runs block `index` on `tokens` and returns the new B×N×D tokens."""
+        return self.vit.blocks[index](tokens.x, **tokens.block_kwargs)
+
+
+class VisionTransformerFamily(ViTFamily):
+    """timm `VisionTransformer`: absolute position embedding (resampled per grid by timm)."""
+
+    def embed(self, image: Tensor) -> Tokens:
+        vit = self.vit
+        x = vit.patch_embed(image)  # B×h×w×D with dynamic_img_size
+        grid = (int(x.shape[1]), int(x.shape[2]))
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        return Tokens(x, grid, vit.num_prefix_tokens, tuple(image.shape[-2:]))
+
+
+class EvaFamily(ViTFamily):
+    """timm `Eva`: optional absolute embedding plus rotary embeddings handed to every block."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__(vit)
+        if getattr(vit, "rope", None) is not None:
+            self.extra_tokens_refusal = (
+                "its attention applies rotary position embeddings (RoPE) to every token after the prefix, so "
+                "tokens without a grid position would shift every patch's rotation"
+            )
+
+    def embed(self, image: Tensor) -> Tokens:
+        vit = self.vit
+        x = vit.patch_embed(image)
+        grid = (int(x.shape[1]), int(x.shape[2]))
+        x, rope = vit._pos_embed(x)
+        return Tokens(vit.norm_pre(x), grid, vit.num_prefix_tokens, tuple(image.shape[-2:]), {"rope": rope})
+
+    def run_block(self, index: int, tokens: Tokens) -> Tensor:
+        rope = tokens.block_kwargs["rope"]
+        if getattr(self.vit, "rope_mixed", False) and rope is not None:
+            rope = rope[index]  # mixed RoPE: one embedding per depth
+        return self.vit.blocks[index](tokens.x, rope=rope)
+
+
+def _resampled_bias(table: Tensor, grid: tuple[int, int]) -> Tensor:
+    """A BEiT relative-position table resampled to `grid` and expanded to num_heads×(N+1)×(N+1)."""
+    from timm.models.beit import gen_relative_position_index
+
+    size = (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3
+    resized = resize_rel_pos_bias_table(table, new_window_size=grid, new_bias_shape=(size, table.shape[-1]))
+    index = gen_relative_position_index(grid, device=table.device).view(-1)
+    area = grid[0] * grid[1] + 1
+    return resized[index].view(area, area, -1).permute(2, 0, 1).contiguous()
+
+
+class BeitFamily(ViTFamily):
+    """timm `Beit`: fixed-size patch embedding and relative-position tables built for one window.
+
+    BEiT's tables are resampled to each input's grid from the untouched pretrained table (as timm's
+    checkpoint filter does for a new image size), so one model serves every input size. timm's
+    attention reads its table through `_get_rel_pos_bias()`; each attention instance gets a version
+    of that method that resamples for the current grid (cached while the table is frozen).
+    """
+
+    extra_tokens_refusal = (
+        "its relative-position bias covers exactly the class token and the patch grid, so added tokens have "
+        "no bias entry"
+    )
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__(vit)
+        vit.patch_embed.strict_img_size = False
+        vit.patch_embed.dynamic_img_pad = True
+        self.grid: tuple[int, int] = tuple(vit.patch_embed.grid_size)
+        self._cache: dict[tuple[int, tuple[int, int]], Tensor] = {}
+        for block in vit.blocks:
+            if getattr(block.attn, "relative_position_bias_table", None) is not None:
+                block.attn._get_rel_pos_bias = types.MethodType(self._attention_bias, block.attn)
+
+    def _bias(self, table: Tensor) -> Tensor:
+        if table.requires_grad and torch.is_grad_enabled():
+            return _resampled_bias(table, self.grid)
+        key = (id(table), self.grid)
+        if key not in self._cache or self._cache[key].device != table.device:
+            with torch.no_grad():
+                self._cache[key] = _resampled_bias(table, self.grid)
+        return self._cache[key]
+
+    def _attention_bias(self, attn: nn.Module) -> Tensor:
+        return self._bias(attn.relative_position_bias_table).unsqueeze(0)
+
+    def embed(self, image: Tensor) -> Tokens:
+        vit = self.vit
+        height, width = image.shape[-2:]
+        self.grid = tuple(vit.patch_embed.dynamic_feat_size((height, width)))
+        x = vit.patch_embed(image)
+        x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        if vit.pos_embed is not None:
+            x = x + resample_abs_pos_embed(
+                vit.pos_embed, new_size=self.grid, old_size=vit.patch_embed.grid_size, num_prefix_tokens=1
+            )
+        shared = vit.rel_pos_bias
+        bias = self._bias(shared.relative_position_bias_table) if shared is not None else None
+        return Tokens(vit.pos_drop(x), self.grid, 1, (height, width), {"shared_rel_pos_bias": bias})
+
+
+# timm module of the model class -> family; everything else is refused by `family_for`
+FAMILIES: dict[str, type[ViTFamily]] = {
+    "timm.models.vision_transformer": VisionTransformerFamily,
+    "timm.models.eva": EvaFamily,
+    "timm.models.beit": BeitFamily,
+}
+
+# families whose constructor accepts dynamic_img_size / dynamic_img_pad
+DYNAMIC_SIZE_MODULES = ("timm.models.vision_transformer", "timm.models.eva")
+
+REFUSALS = {
+    "timm.models.vision_transformer_sam": (
+        "SAM's image encoder attends within 14x14 windows over an NHWC grid with relative positions sized for "
+        "one input, and ends in its own neck; it is not a plain token ViT"
+    ),
+}
+
+
+def family_for(vit: nn.Module, name: str) -> ViTFamily:
+    """The family runner for a timm model, or a ValueError that says why the model cannot be adapted.
+
+    Args:
+        vit: the timm model.
+        name: its timm name (for the message).
+    """
+    module = type(vit).__module__
+    if module in FAMILIES and type(vit).__name__ in ("VisionTransformer", "Eva", "Beit"):
+        return FAMILIES[module](vit)
+    reason = REFUSALS.get(module, f"its class {type(vit).__name__} ({module}) is not one of the plain-ViT families")
+    raise ValueError(
+        f"model.backbone.name={name!r} cannot be adapted: {reason}. Supported: timm VisionTransformer models "
+        "(vit_*, deit*, *_dinov2, CLIP, SigLIP, flexivit_*), Eva models (eva02_*, vit_pe_*, *_rope_*) and Beit "
+        "(beit_*, beitv2_*)."
+    )

@@ -1,0 +1,91 @@
+"""The encoder: image in, multi-scale pyramid out; it runs the frozen ViT's block loop itself.
+
+Running the loop here (instead of timm's `forward_intermediates`) is what lets a PEFT method act
+between blocks (deep prompts) and keeps every block a plain timm block. Blocks after the last tapped
+one never run; blocks before the first trainable tensor build no autograd graph, because nothing
+they compute requires a gradient.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from vitadapter.adapters.base import MethodConfig, SpatialAdapter
+from vitadapter.backbone import ViTBackbone
+from vitadapter.backbone.families import Tokens
+from vitadapter.necks import Neck
+
+
+class Encoder(nn.Module):
+    """Frozen timm ViT + the PEFT method placed on it + the spatial module (neck).
+
+    Args:
+        backbone: the frozen ViT.
+        neck: builds the spatial module from `in_channels` and `patch_size` (a Hydra partial).
+        method: the PEFT method to place on the ViT (None: nothing, as method `none`).
+
+    Attributes:
+        backbone: the frozen ViT (with the method's modules placed inside).
+        method: the method's config.
+        hooks: the method's trainable state outside the blocks (prompts), or None.
+        neck: the spatial module.
+        out_channels, strides: the pyramid's channels and strides (from the neck).
+    """
+
+    def __init__(self, backbone: ViTBackbone, neck: Callable[..., Neck], method: MethodConfig | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.method = method
+        self.hooks = method.apply(backbone) if method is not None else None
+        self.neck = neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size)
+        self.out_channels: int = self.neck.out_channels
+        self.strides: tuple[int, ...] = tuple(self.neck.strides)
+        self._spatial_adapters = [m for m in backbone.vit.modules() if isinstance(m, SpatialAdapter)]
+        self.merged = False
+
+    def method_parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable tensors the method owns: those inside the ViT and in its hooks."""
+        yield from (p for p in self.backbone.parameters() if p.requires_grad)
+        if self.hooks is not None:
+            yield from (p for p in self.hooks.parameters() if p.requires_grad)
+
+    def tokens(self, image: Tensor) -> list[Tokens]:
+        """Runs the ViT up to the last tapped block and returns the token state at every tap."""
+        backbone = self.backbone
+        family = backbone.family
+        tokens = family.embed(image)
+        for adapter in self._spatial_adapters:
+            adapter.grid = tokens.grid
+        if self.hooks is not None:
+            tokens = self.hooks.on_embed(tokens)
+        taps = []
+        for index in range(backbone.used_depth):
+            if self.hooks is not None:
+                tokens = self.hooks.before_block(index, tokens)
+            if backbone.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(family.run_block, index, tokens, use_reentrant=False)
+            else:
+                x = family.run_block(index, tokens)
+            tokens = Tokens(x, tokens.grid, tokens.num_prefix_tokens, tokens.image_size, tokens.block_kwargs)
+            if index in backbone.out_indices:
+                taps.append(tokens)
+        return taps
+
+    def forward(self, image: Tensor) -> OrderedDict[str, Tensor]:
+        """The pyramid {"s4": ..., "s32": ...} (NCHW, `out_channels` each) of a normalised B×3×H×W image."""
+        return self.neck([tap.patch_map() for tap in self.tokens(image)], image)
+
+    def merge(self) -> None:
+        """Folds a mergeable method into the frozen weights (for evaluation and export); idempotent."""
+        if self.merged:
+            return
+        if self.method is None or not self.method.mergeable:
+            name = self.method.method_name if self.method is not None else "none"
+            raise ValueError(f"method {name!r} cannot be merged into the ViT")
+        self.method.merge_into(self.backbone)
+        self.merged = True
