@@ -1,10 +1,19 @@
 """The frozen timm ViT wrapper: taps, freezing, eval mode, fingerprints, any input size."""
 
+from functools import partial
+
 import pytest
 import torch
 
-from vitadapter.adapters import BottleneckAdapterConfig
+from vitadapter.adapters import AdaptedBranch, BottleneckAdapterConfig
 from vitadapter.backbone import ViTBackbone, evenly_spaced_taps, state_fingerprint
+from vitadapter.encoder import Encoder
+from vitadapter.necks import MultiLevelNeck
+
+
+def tap_maps(backbone: ViTBackbone, image: torch.Tensor, method=None) -> list[torch.Tensor]:
+    encoder = Encoder(backbone, partial(MultiLevelNeck, out_channels=8), method)
+    return [t.patch_map() for t in encoder.tokens(image)]
 
 
 def test_evenly_spaced_taps() -> None:
@@ -18,7 +27,7 @@ def test_evenly_spaced_taps() -> None:
 @pytest.mark.parametrize("size", [(64, 64), (70, 50), (17, 33)])
 def test_taps_are_nchw_maps_for_any_size(size: tuple[int, int]) -> None:
     backbone = ViTBackbone("test_vit")
-    maps = backbone(torch.randn(2, 3, *size))
+    maps = tap_maps(backbone, torch.randn(2, 3, *size))
     grid = tuple(-(-s // backbone.patch_size) for s in size)  # padded up to whole patches
     assert len(maps) == 4
     assert all(m.shape == (2, backbone.embed_dim, *grid) for m in maps)
@@ -27,17 +36,18 @@ def test_taps_are_nchw_maps_for_any_size(size: tuple[int, int]) -> None:
 def test_patch14_backbone_is_supported() -> None:
     backbone = ViTBackbone("vit_small_patch14_dinov2", model_kwargs={"depth": 4, "embed_dim": 48, "num_heads": 2})
     assert backbone.patch_size == 14
-    maps = backbone(torch.randn(1, 3, 56, 70))
+    maps = tap_maps(backbone, torch.randn(1, 3, 56, 70))
     assert maps[-1].shape == (1, 48, 4, 5)
 
 
 def test_all_own_parameters_frozen_and_kept_in_eval_mode() -> None:
     backbone = ViTBackbone("test_vit")
-    backbone.add_adapters(BottleneckAdapterConfig(bottleneck_dim=4, dropout=0.1))
+    Encoder(backbone, partial(MultiLevelNeck, out_channels=8), BottleneckAdapterConfig(bottleneck_dim=4, dropout=0.1))
     backbone.train()
-    frozen = [m for name, m in backbone.vit.named_modules() if "adapter" not in name]
+    frozen = [m for name, m in backbone.vit.named_modules() if "adapter" not in name and "drop_path" not in name]
     assert all(not m.training for m in frozen)
-    assert all(a.training for a in backbone.adapters)
+    adapters = [m for m in backbone.vit.modules() if isinstance(m, AdaptedBranch)]
+    assert len(adapters) == 12 and all(a.adapter.training and not a.branch.training for a in adapters)
     trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
     assert trainable and all(".adapter." in n for n in trainable)
 
@@ -72,3 +82,20 @@ def test_missing_checkpoint_and_unknown_name_are_clear_errors(tmp_path) -> None:
 def test_out_indices_out_of_range() -> None:
     with pytest.raises(ValueError, match="out_indices"):
         ViTBackbone("test_vit", out_indices=[1, 2, 3, 6])
+
+
+def test_fingerprint_and_weights_do_not_depend_on_the_input_size() -> None:
+    """Built once at timm's size: the same seed gives the same network for a 64 px or a 1024 px task."""
+    backbone = ViTBackbone("test_vit", seed=3)
+    fingerprint = backbone.fingerprint
+    for size in [(64, 64), (96, 160)]:
+        tap_maps(backbone, torch.randn(1, 3, *size))
+    assert state_fingerprint(backbone.vit) == fingerprint == ViTBackbone("test_vit", seed=3).fingerprint
+
+
+def test_resampled_position_embedding_matches_timm() -> None:
+    """At a new size the encoder computes what timm's own dynamic-size forward computes."""
+    backbone = ViTBackbone("test_vit")
+    image = torch.randn(1, 3, 80, 112)
+    reference = backbone.vit.forward_intermediates(image, indices=backbone.out_indices, intermediates_only=True)
+    assert all(torch.equal(a, b) for a, b in zip(reference, tap_maps(backbone, image)))

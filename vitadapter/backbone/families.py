@@ -166,18 +166,8 @@ class BeitFamily(ViTFamily):
         return Tokens(vit.pos_drop(x), self.grid, 1, (height, width), {"shared_rel_pos_bias": bias})
 
 
-# timm module of the model class -> family; everything else is refused by `family_for`
-FAMILIES: dict[str, type[ViTFamily]] = {
-    "timm.models.vision_transformer": VisionTransformerFamily,
-    "timm.models.eva": EvaFamily,
-    "timm.models.beit": BeitFamily,
-}
-
-# families whose constructor accepts dynamic_img_size / dynamic_img_pad
-DYNAMIC_SIZE_MODULES = ("timm.models.vision_transformer", "timm.models.eva")
-
 REFUSALS = {
-    "timm.models.vision_transformer_sam": (
+    "VisionTransformerSAM": (
         "SAM's image encoder attends within 14x14 windows over an NHWC grid with relative positions sized for "
         "one input, and ends in its own neck; it is not a plain token ViT"
     ),
@@ -191,10 +181,15 @@ def family_for(vit: nn.Module, name: str) -> ViTFamily:
         vit: the timm model.
         name: its timm name (for the message).
     """
-    module = type(vit).__module__
-    if module in FAMILIES and type(vit).__name__ in ("VisionTransformer", "Eva", "Beit"):
-        return FAMILIES[module](vit)
-    reason = REFUSALS.get(module, f"its class {type(vit).__name__} ({module}) is not one of the plain-ViT families")
+    from timm.models.beit import Beit
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    for cls, family in ((VisionTransformer, VisionTransformerFamily), (Eva, EvaFamily), (Beit, BeitFamily)):
+        if isinstance(vit, cls):
+            return family(vit)
+    cls_name = type(vit).__name__
+    reason = REFUSALS.get(cls_name, f"its class {cls_name} is not one of the plain-ViT families")
     raise ValueError(
         f"model.backbone.name={name!r} cannot be adapted: {reason}. Supported: timm VisionTransformer models "
         "(vit_*, deit*, *_dinov2, CLIP, SigLIP, flexivit_*), Eva models (eva02_*, vit_pe_*, *_rope_*) and Beit "

@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from vitadapter.backbone.families import DYNAMIC_SIZE_MODULES, ViTFamily, family_for
+from vitadapter.backbone.families import ViTFamily, family_for
 from vitadapter.backbone.fingerprint import state_fingerprint
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,6 @@ def evenly_spaced_taps(depth: int, count: int = 4) -> list[int]:
         raise ValueError(f"a ViT of depth {depth} cannot provide {count} distinct taps")
     return [(k + 1) * depth // count - 1 for k in range(count)]
 
-
-
-def _model_module(name: str) -> str:
-    """The timm module that defines model `name` (e.g. 'timm.models.beit')."""
-    return timm.models.model_entrypoint(name.split(".")[0]).__module__
 
 
 def create_timm_vit(
@@ -66,8 +61,6 @@ def create_timm_vit(
         raise ValueError(f"model.backbone.name={name!r} is not a timm model; similar names: {close}")
     kwargs: dict[str, Any] = dict(model_kwargs or {})
     kwargs["num_classes"] = 0
-    if _model_module(name) in DYNAMIC_SIZE_MODULES:
-        kwargs.update(dynamic_img_size=True, dynamic_img_pad=True)
     if checkpoint:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(
@@ -78,7 +71,13 @@ def create_timm_vit(
         kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vit = timm.create_model(name, pretrained=pretrained, **kwargs)
+        try:  # VisionTransformer and Eva resample their position embedding per input themselves
+            vit = timm.create_model(name, pretrained=pretrained, dynamic_img_size=True, dynamic_img_pad=True, **kwargs)
+        except TypeError as error:  # Beit and refused families have no such arguments
+            if "dynamic_img" not in str(error):
+                raise
+            torch.manual_seed(seed)
+            vit = timm.create_model(name, pretrained=pretrained, **kwargs)
     if not pretrained:
         log.warning(
             "Backbone %r has RANDOM weights (model.backbone.pretrained=false, seed %d): its features carry no "
@@ -140,7 +139,7 @@ class ViTBackbone(nn.Module):
         taps = list(out_indices) if out_indices is not None else evenly_spaced_taps(self.depth)
         if any(not -self.depth <= i < self.depth for i in taps):
             raise ValueError(f"model.backbone.out_indices={taps} outside the {self.depth} blocks of {name!r}")
-        self.out_indices = sorted({i % self.depth for i in taps})
+        self.out_indices = [i % self.depth for i in taps]
         data_cfg = timm.data.resolve_model_data_config(self.vit)
         self.mean: tuple[float, ...] = tuple(float(v) for v in data_cfg["mean"])
         self.std: tuple[float, ...] = tuple(float(v) for v in data_cfg["std"])
@@ -149,7 +148,7 @@ class ViTBackbone(nn.Module):
     @property
     def used_depth(self) -> int:
         """Blocks the encoder runs: up to the last tapped one (later blocks never run, never train)."""
-        return self.out_indices[-1] + 1
+        return max(self.out_indices) + 1
 
     def is_frozen_tensor(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` belongs to the pretrained ViT as built and does not train now."""

@@ -55,7 +55,7 @@ class Encoder(nn.Module):
             yield from (p for p in self.hooks.parameters() if p.requires_grad)
 
     def tokens(self, image: Tensor) -> list[Tokens]:
-        """Runs the ViT up to the last tapped block and returns the token state at every tap."""
+        """Runs the ViT up to the last tapped block; the token state after each tapped block, in tap order."""
         backbone = self.backbone
         family = backbone.family
         tokens = family.embed(image)
@@ -63,7 +63,7 @@ class Encoder(nn.Module):
             adapter.grid = tokens.grid
         if self.hooks is not None:
             tokens = self.hooks.on_embed(tokens)
-        taps = []
+        taps: dict[int, Tokens] = {}
         for index in range(backbone.used_depth):
             if self.hooks is not None:
                 tokens = self.hooks.before_block(index, tokens)
@@ -73,8 +73,8 @@ class Encoder(nn.Module):
                 x = family.run_block(index, tokens)
             tokens = Tokens(x, tokens.grid, tokens.num_prefix_tokens, tokens.image_size, tokens.block_kwargs)
             if index in backbone.out_indices:
-                taps.append(tokens)
-        return taps
+                taps[index] = tokens
+        return [taps[index] for index in backbone.out_indices]
 
     def forward(self, image: Tensor) -> OrderedDict[str, Tensor]:
         """The pyramid {"s4": ..., "s32": ...} (NCHW, `out_channels` each) of a normalised B×3×H×W image."""
