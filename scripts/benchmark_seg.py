@@ -40,15 +40,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def build_task(args: argparse.Namespace) -> torch.nn.Module:
+def build_task(args: argparse.Namespace, method: str) -> torch.nn.Module:
     overrides = [
         "experiment=ade20k_seg",
         f"model/head={args.head}",
         f"model.backbone.name={args.backbone}",
         "model.backbone.pretrained=false",
         f"data.crop_size={args.size}",
-        f"model.adapter.bottleneck_dim={args.bottleneck_dim}",
+        f"model/adapter={method}",
     ]
+    if method == "bottleneck":
+        overrides.append(f"model.adapter.bottleneck_dim={args.bottleneck_dim}")
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -75,14 +77,9 @@ class SavedTensorMeter:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
 
 
-def measure(task: torch.nn.Module, args: argparse.Namespace, full_finetune: bool) -> dict[str, float]:
+def measure(task: torch.nn.Module, args: argparse.Namespace) -> dict[str, float]:
     device = torch.device(args.device)
-    if full_finetune:
-        task.backbone.vit.requires_grad_(True)
-        task.backbone.vit.train()
-    task.to(device).train()
-    if not full_finetune:
-        task.backbone.train()  # keeps the frozen ViT in eval mode
+    task.to(device).train()  # the frozen ViT stays in eval mode; under `full` it trains
     optimizer = torch.optim.AdamW(trainable_param_groups(task), lr=1e-4)
     image = torch.randn(args.batch, 3, args.size, args.size, device=device)
     mask = torch.randint(0, task.num_classes, (args.batch, args.size, args.size), device=device)
@@ -123,8 +120,8 @@ def main() -> None:
     args = parse_args()
     torch.manual_seed(0)
     rows = []
-    for name, full in (("frozen ViT + adapters", False), ("full fine-tuning", True)):
-        rows.append((name, measure(build_task(args), args, full)))
+    for name, method in (("frozen ViT + adapters", "bottleneck"), ("full fine-tuning", "full")):
+        rows.append((name, measure(build_task(args, method), args)))
     threads = torch.get_num_threads() if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"{args.backbone}, {args.size}x{args.size}, batch {args.batch}, {args.head}, {args.device} "
           f"({threads}), precision {args.precision}, mean of {args.steps} steps after {args.warmup} warm-up\n")

@@ -10,8 +10,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.helpers import CONFIGS, TINY_DETECTOR_OVERRIDES
+from functools import partial
+
 from vitadapter.adapters import BottleneckAdapterConfig
 from vitadapter.backbone import ViTBackbone
+from vitadapter.encoder import Encoder
 from vitadapter.heads.detection_backbone import DetectionBackbone
 from vitadapter.heads.detection_transform import BatchOnlyTransform
 from vitadapter.heads.detectors import Detector
@@ -22,9 +25,9 @@ NUM_CLASSES = 3
 
 
 def _backbone() -> DetectionBackbone:
-    vit = ViTBackbone("test_vit", img_size=64)
-    vit.add_adapters(BottleneckAdapterConfig(bottleneck_dim=4))
-    return DetectionBackbone(vit, MultiLevelNeck(vit.embed_dim, vit.patch_size, out_channels=16), fpn_channels=32)
+    encoder = Encoder(ViTBackbone("test_vit"), partial(MultiLevelNeck, out_channels=16),
+                      BottleneckAdapterConfig(bottleneck_dim=4))
+    return DetectionBackbone(encoder, fpn_channels=32)
 
 
 def _detector(name: str) -> Detector:
@@ -65,7 +68,7 @@ def test_detector_trains_and_predicts_contiguous_labels(name: str) -> None:
     loss = sum(losses.values())
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
-    frozen = [p for p in detector.backbone.body.vit.parameters() if not p.requires_grad]
+    frozen = [p for p in detector.backbone.encoder.backbone.vit.parameters() if not p.requires_grad]
     assert frozen and all(p.grad is None for p in frozen)
     trainable = [n for n, p in detector.named_parameters() if p.requires_grad and p.grad is not None]
     assert any(".adapter." in n for n in trainable) and any(".fpn." in n for n in trainable)
@@ -107,8 +110,8 @@ def test_batch_only_transform_neither_resizes_nor_normalises() -> None:
 
 
 def test_fcos_needs_groupnorm_compatible_channels() -> None:
-    vit = ViTBackbone("test_vit", img_size=64)
-    backbone = DetectionBackbone(vit, MultiLevelNeck(vit.embed_dim, vit.patch_size, out_channels=16), fpn_channels=16)
+    backbone = DetectionBackbone(Encoder(ViTBackbone("test_vit"), partial(MultiLevelNeck, out_channels=16)),
+                                 fpn_channels=16)
     cfg = OmegaConf.load(CONFIGS / "model" / "detector" / "fcos.yaml")
     with pytest.raises(ValueError, match="multiple of 32"):
         instantiate(cfg)(backbone=backbone, num_classes=NUM_CLASSES)

@@ -30,9 +30,9 @@ def test_run_directory_holds_the_contracted_files(det_demo_run: Path) -> None:
 def test_checkpoint_holds_no_frozen_weights(det_demo_run: Path) -> None:
     checkpoint = torch.load(det_demo_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     keys = list(checkpoint["state_dict"])
-    vit_keys = [k for k in keys if k.startswith("detector.model.backbone.body.")]
+    vit_keys = [k for k in keys if k.startswith("detector.model.backbone.encoder.backbone.")]
     assert vit_keys and all(".adapter." in k for k in vit_keys)
-    for part in ("backbone.neck.", "backbone.fpn.", "rpn.", "roi_heads.box_head.", "roi_heads.mask_head."):
+    for part in ("backbone.encoder.neck.", "backbone.fpn.", "rpn.", "roi_heads.box_head.", "roi_heads.mask_head."):
         assert any(k.startswith(f"detector.model.{part}") for k in keys), part
     assert checkpoint["vitadapter"]["config"]["model"]["backbone"]["name"] == "test_vit"
 

@@ -40,9 +40,9 @@ def test_run_directory_holds_the_contracted_files(demo_run: Path) -> None:
 def test_checkpoint_holds_no_frozen_weights(demo_run: Path) -> None:
     checkpoint = torch.load(demo_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     keys = list(checkpoint["state_dict"])
-    backbone_keys = [k for k in keys if k.startswith("backbone.")]
+    backbone_keys = [k for k in keys if k.startswith("encoder.backbone.")]
     assert backbone_keys and all(".adapter." in k for k in backbone_keys)
-    assert any(k.startswith("head.") for k in keys) and any(k.startswith("neck.") for k in keys)
+    assert any(k.startswith("head.") for k in keys) and any(k.startswith("encoder.neck.") for k in keys)
     meta = checkpoint["vitadapter"]
     assert len(meta["backbone_fingerprint"]) == 64
     assert meta["config"]["model"]["backbone"]["name"] == "test_vit"

@@ -29,7 +29,7 @@ def test_every_detection_experiment_composes_and_instantiates(experiment, compos
     datamodule, task = build_datamodule_and_task(cfg)
     assert isinstance(task, DetectionTask) and task.num_classes == len(datamodule.class_names) == 8
     assert task.run_config["model"]["backbone"]["name"] == "test_vit"
-    assert task.backbone is task.detector.backbone.body and task.iou_types == ("bbox", "segm")
+    assert task.backbone is task.detector.backbone.encoder.backbone and task.iou_types == ("bbox", "segm")
     task.eval()
     with torch.no_grad():
         (pred,) = task.predict([torch.randn(3, 96, 64)], scales=[0.5], orig_sizes=[(192, 128)])
@@ -96,7 +96,7 @@ def test_validation_logs_ap_and_keeps_results(compose_config, tmp_path, det_data
 
 
 def test_missing_coco_dataset_says_where_to_get_it(compose_config, tmp_path) -> None:
-    cfg = compose_config("train", ["experiment=coco_det", "model/backbone=test_vit", "model.backbone.img_size=64",
+    cfg = compose_config("train", ["experiment=coco_det", "model/backbone=test_vit",
                                    f"data.root={tmp_path / 'nowhere'}"], tmp_path)
     datamodule, task = build_datamodule_and_task(cfg)
     assert task.num_classes == 80 and datamodule.class_names[-1] == "toothbrush"

@@ -26,10 +26,10 @@ def test_every_experiment_composes_and_instantiates(experiment, compose_config, 
 def test_adapter_and_aux_head_can_be_switched_off(compose_config, tmp_path, seg_data_root) -> None:
     overrides = ["experiment=ade20k_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=none",
                  "model/aux_head=none"]
-    overrides.remove("model.adapter.bottleneck_dim=4")
     _, task = build_datamodule_and_task(compose_config("train", overrides, tmp_path))
-    assert task.backbone.adapters == [] and task.aux_head is None
-    assert {n.split(".")[0] for n, p in task.named_parameters() if p.requires_grad} == {"neck", "head"}
+    assert task.encoder.method.method_name == "none" and task.aux_head is None
+    trainable = {".".join(n.split(".")[:2]) for n, p in task.named_parameters() if p.requires_grad}
+    assert {name.split(".")[0] if name.startswith("head") else name for name in trainable} == {"encoder.neck", "head"}
 
 
 def _fit(cfg, tmp_path: Path, steps: int = 3):
@@ -42,16 +42,16 @@ def _fit(cfg, tmp_path: Path, steps: int = 3):
 def test_only_adapters_neck_heads_train_and_backbone_is_unchanged(compose_config, tmp_path, seg_data_root) -> None:
     cfg = compose_config("train", ["experiment=demo_seg", *tiny_seg_overrides(seg_data_root)], tmp_path)
     datamodule, task, trainer = _fit(cfg, tmp_path)
-    frozen_keys = task.backbone.frozen_state_keys()
-    before = {k: v.clone() for k, v in task.backbone.state_dict().items() if k in frozen_keys}
+    frozen_keys = task.frozen_state_keys()
+    before = {k: v.clone() for k, v in task.state_dict().items() if k in frozen_keys}
     trainable_before = {n: p.detach().clone() for n, p in task.named_parameters() if p.requires_grad}
     trainer.fit(task, datamodule=datamodule)
-    after = task.backbone.state_dict()
+    after = task.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in frozen_keys)
     changed = {n for n, p in task.named_parameters() if p.requires_grad and not torch.equal(p, trainable_before[n])}
-    prefixes = {n.split(".")[0] for n in changed}
-    assert prefixes == {"backbone", "neck", "head", "aux_head"}  # demo_seg trains an auxiliary FCN head
-    assert all(".adapter." in n for n in changed if n.startswith("backbone."))
+    prefixes = {".".join(n.split(".")[:2]) if n.startswith("encoder.") else n.split(".")[0] for n in changed}
+    assert prefixes == {"encoder.backbone", "encoder.neck", "head", "aux_head"}  # demo_seg has an auxiliary head
+    assert all(".adapter." in n for n in changed if n.startswith("encoder.backbone."))
     optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimised == {id(p) for p in task.parameters() if p.requires_grad}
 

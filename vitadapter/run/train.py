@@ -11,6 +11,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
+from vitadapter.run.perf import run_cost
 from vitadapter.run.run_files import plot_training_curves, write_metrics_json
 from vitadapter.utils.params import parameter_counts
 
@@ -27,8 +28,12 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed train.yaml config.
 
     Returns:
-        The flat metrics written to `metrics.json` (val/* of the final weights, params/*).
+        The flat metrics written to `metrics.json` (val/* of the final weights, params/*, and the run's
+        cost perf/*, ckpt/size_mb: see `vitadapter.run.perf`).
     """
+    if cfg.model.get("adapter") and cfg.model.adapter.get("merge"):
+        raise ValueError("model.adapter.merge=true merges a trained method into the frozen weights for evaluation; "
+                         "use it with eval.py (or scripts/export_merged.py), not train.py")
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, task = build_datamodule_and_task(cfg)
@@ -46,7 +51,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     trainer.save_checkpoint(last)
     trainer.validate(task, datamodule=datamodule, ckpt_path=str(last), verbose=False, weights_only=False)
 
-    metrics = {**task.summary_metrics(), **params}
+    metrics = {**task.summary_metrics(), **params, **run_cost(trainer, task, datamodule, last)}
     if trainer.is_global_zero:
         log.info("final validation of %s:\n%s", last, task.results_table())
         write_metrics_json(metrics, output_dir / "metrics.json")
