@@ -50,3 +50,20 @@ def test_bad_neck_arguments() -> None:
     neck = MultiLevelNeck(8, 16)
     with pytest.raises(ValueError, match="4 taps"):
         neck([torch.randn(1, 8, 2, 2)] * 3, torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("patch", [14, 16])
+def test_patch_padding_is_cropped_not_squeezed(patch: int) -> None:
+    """A 60 px input fills a grid that covers 64 (patch 16) or 70 (patch 14) px: the padding is cut off."""
+    neck = MultiLevelNeck(in_channels=8, patch_size=patch, out_channels=8).eval()
+    grid = math.ceil(60 / patch)
+    taps = [torch.randn(1, 8, grid, grid) for _ in range(4)]
+    with torch.no_grad():
+        cropped = neck(taps, torch.randn(1, 3, 60, 60))
+        padded = neck(taps, torch.randn(1, 3, grid * patch, grid * patch))
+    for stride in (4, 8):
+        kept = math.ceil(60 / stride)
+        ours, whole = cropped[f"s{stride}"], padded[f"s{stride}"]
+        assert ours.shape[-1] == kept
+        # away from the cut (the 3x3 convolution reads one pixel across it) both see the same features
+        torch.testing.assert_close(ours[..., : kept - 1, : kept - 1], whole[..., : kept - 1, : kept - 1])

@@ -74,3 +74,15 @@ def test_checkpoint_loads_onto_fresh_backbone_and_refuses_another(compose_config
     with pytest.raises(BackboneMismatchError) as error:
         other.on_load_checkpoint(torch.load(path, map_location="cpu", weights_only=False))
     assert task.backbone.fingerprint[:16] in str(error.value) and other.backbone.fingerprint[:16] in str(error.value)
+
+
+def test_segmentation_and_detection_share_one_random_backbone(compose_config, tmp_path, seg_data_root,
+                                                              det_data_root) -> None:
+    """Crop 64 for segmentation, 96 px for detection: the same seed still builds the same frozen network."""
+    from tests.helpers import tiny_det_overrides
+
+    seg = compose_config("train", ["experiment=demo_seg", *tiny_seg_overrides(seg_data_root)], tmp_path)
+    det = compose_config("train", ["experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light")],
+                         tmp_path)
+    assert seg.data.crop_size != det.data.image_size
+    assert build_datamodule_and_task(seg)[1].backbone.fingerprint == build_datamodule_and_task(det)[1].backbone.fingerprint
