@@ -1,4 +1,8 @@
-"""Hydra callback that tabulates a multirun: one row per job, swept values and final metrics."""
+"""Hydra callback that tabulates a multirun: one row per job, swept values, final metrics and cost.
+
+Writes `sweep_summary.csv`, `sweep_summary.md` and `sweep_summary.png` (quality against trainable
+parameters, with the Pareto front) into the sweep folder.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,17 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vitadapter.utils.sweep_plot import plot_quality_vs_params
+
 log = logging.getLogger(__name__)
 
 METRIC_PREFIXES = ("params/trainable", "params/total")
+# what each run cost (see vitadapter.run.perf), reported after the quality metrics
+COST_KEYS = ("perf/train_step_ms", "perf/peak_memory_mb", "perf/peak_memory_kind", "perf/infer_ms_per_image",
+             "ckpt/size_mb")
+# the swept PEFT method gets its own column, first after the job
+METHOD_OVERRIDE = "model/adapter"
+METHOD_COLUMN = "method"
 
 
 def _parse_override(override: str) -> tuple[str, str]:
@@ -31,7 +43,8 @@ def collect_sweep_rows(sweep_dir: str | Path, metric_keys: list[str]) -> tuple[l
 
     Returns:
         (swept keys, rows): the override keys whose values differ between jobs (all of them for a
-        single job), and one row per job with those values and the metrics (None if missing).
+        single job), and one row per job with those values, the parameter counts, the metrics and
+        the cost (None if missing). A swept `model/adapter` is the column `method`, first.
     """
     jobs = []
     for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml"), key=lambda p: _job_order(p)):
@@ -43,12 +56,15 @@ def collect_sweep_rows(sweep_dir: str | Path, metric_keys: list[str]) -> tuple[l
     keys = list(dict.fromkeys(k for _, overrides, _ in jobs for k in overrides))
     if len(jobs) > 1:
         keys = [k for k in keys if len({overrides.get(k) for _, overrides, _ in jobs}) > 1]
+    if METHOD_OVERRIDE in keys:
+        keys = [METHOD_OVERRIDE, *(k for k in keys if k != METHOD_OVERRIDE)]
     rows = []
     for name, overrides, metrics in jobs:
-        row: dict[str, Any] = {"job": name, **{k: overrides.get(k) for k in keys}}
-        row.update({m: metrics.get(m) for m in (*METRIC_PREFIXES, *metric_keys)})
+        row: dict[str, Any] = {"job": name}
+        row.update({METHOD_COLUMN if k == METHOD_OVERRIDE else k: overrides.get(k) for k in keys})
+        row.update({m: metrics.get(m) for m in (*METRIC_PREFIXES, *metric_keys, *COST_KEYS)})
         rows.append(row)
-    return keys, rows
+    return [METHOD_COLUMN if k == METHOD_OVERRIDE else k for k in keys], rows
 
 
 def _job_order(overrides_file: Path) -> tuple[int, str]:
@@ -56,11 +72,17 @@ def _job_order(overrides_file: Path) -> tuple[int, str]:
     return (int(name), name) if name.isdigit() else (1 << 30, name)
 
 
-def write_sweep_summary(sweep_dir: str | Path, metric_keys: list[str]) -> Path:
-    """Writes `sweep_summary.csv` and `sweep_summary.md` into the sweep folder and returns the CSV path."""
+def write_sweep_summary(sweep_dir: str | Path, metric_keys: list[str], mode: str = "max") -> Path:
+    """Writes `sweep_summary.csv`, `.md` and `.png` into the sweep folder and returns the CSV path.
+
+    Args:
+        sweep_dir: the multirun folder.
+        metric_keys: the monitored metric first (the figure's quality axis), then further metrics.
+        mode: "max" when a higher monitored metric is better, "min" when lower is.
+    """
     sweep_dir = Path(sweep_dir)
-    _, rows = collect_sweep_rows(sweep_dir, metric_keys)
-    columns = list(rows[0]) if rows else ["job", *METRIC_PREFIXES, *metric_keys]
+    keys, rows = collect_sweep_rows(sweep_dir, metric_keys)
+    columns = list(rows[0]) if rows else ["job", *METRIC_PREFIXES, *metric_keys, *COST_KEYS]
     csv_path = sweep_dir / "sweep_summary.csv"
     with open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -70,7 +92,30 @@ def write_sweep_summary(sweep_dir: str | Path, metric_keys: list[str]) -> Path:
     for row in rows:
         lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
     (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
+    if metric_keys:
+        write_sweep_plot(rows, keys, metric_keys[0], sweep_dir / "sweep_summary.png", mode)
     return csv_path
+
+
+def write_sweep_plot(rows: list[dict[str, Any]], keys: list[str], metric: str, png_path: Path,
+                     mode: str = "max") -> list[str]:
+    """Plots `metric` against `params/trainable` per row, labelled by its swept values.
+
+    Rows without either figure (or with no trainable parameter) are left out of the figure.
+
+    Returns:
+        The jobs on the Pareto front, by increasing trainable parameters.
+    """
+    plotted = [r for r in rows if r.get(metric) is not None and (r.get("params/trainable") or 0) > 0]
+    if len(plotted) < len(rows):
+        log.warning("sweep figure: %d job(s) without %s or params/trainable left out", len(rows) - len(plotted),
+                    metric)
+    points = [(float(r["params/trainable"]), float(r[metric])) for r in plotted]
+    if len(rows) == 1:  # a lone job's keys are all its overrides: too long for a label
+        keys = [k for k in keys if k == METHOD_COLUMN]
+    labels = [", ".join(str(r[k]) for k in keys) if keys else str(r["job"]) for r in plotted]
+    front = plot_quality_vs_params(points, labels, png_path, metric, maximize=mode != "min")
+    return [plotted[i]["job"] for i in front]
 
 
 def _cell(value: Any) -> str:
@@ -85,5 +130,5 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         monitor = config.get("monitor") or {}
         metrics = list(dict.fromkeys([m for m in [monitor.get("metric"), *monitor.get("report", [])] if m]))
-        path = write_sweep_summary(config.hydra.sweep.dir, metrics)
+        path = write_sweep_summary(config.hydra.sweep.dir, metrics, monitor.get("mode", "max"))
         log.info("sweep summary: %s", path)
