@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import EXPERIMENTS, run_cli, tiny_seg_overrides
+from vitadapter.utils.sweep_summary import COST_KEYS
 
 SEG_EXPERIMENTS = [e for e in EXPERIMENTS if e.endswith("_seg")]
 
@@ -86,11 +87,12 @@ def test_sweep_writes_summary(tmp_path: Path, seg_data_root: Path) -> None:
             f"hydra.sweep.dir={tmp_path}")
     lines = (tmp_path / "sweep_summary.csv").read_text().splitlines()
     assert lines[0].split(",") == ["job", "model.adapter.bottleneck_dim", "params/trainable", "params/total",
-                                   "val/mIoU"]
+                                   "val/mIoU", *COST_KEYS]
     rows = [line.split(",") for line in lines[1:]]
     assert [r[1] for r in rows] == ["4", "8"]
     assert int(rows[0][2]) < int(rows[1][2])  # wider adapters, more trainable parameters
     assert (tmp_path / "sweep_summary.md").read_text().count("\n") == 4
+    assert (tmp_path / "sweep_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_ddp_sim_runs_two_processes(tmp_path: Path, seg_data_root: Path) -> None:
