@@ -10,6 +10,7 @@ import torch
 
 from tests.helpers import run_cli, tiny_det_overrides
 from vitadapter.metrics import evaluate_results_file
+from vitadapter.utils.sweep_summary import COST_KEYS
 
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VAL_KEYS = [f"val/{t}_{m}" for t in ("bbox", "segm") for m in AP_NAMES]
@@ -70,13 +71,13 @@ def test_two_step_coco_det_run(tmp_path: Path, det_data_root: Path) -> None:
 
 @pytest.mark.slow
 def test_detection_sweep_summary_and_ddp(tmp_path: Path, det_data_root: Path) -> None:
-    overrides = [o for o in tiny_det_overrides(det_data_root, "mask_rcnn_light")
-                 if not o.startswith("model.adapter.bottleneck_dim")]
-    run_cli("train.py", "-m", "experiment=demo_det", *overrides, "model.adapter.bottleneck_dim=4,8",
+    overrides = tiny_det_overrides(det_data_root, "mask_rcnn_light")
+    run_cli("train.py", "-m", "experiment=demo_det", *overrides, "model/adapter=bitfit,ssf",
             f"hydra.sweep.dir={tmp_path / 'sweep'}")
     lines = (tmp_path / "sweep" / "sweep_summary.csv").read_text().splitlines()
-    assert lines[0].split(",") == ["job", "model.adapter.bottleneck_dim", "params/trainable", "params/total",
-                                   "val/bbox_AP", "val/segm_AP"]
+    assert lines[0].split(",") == ["job", "method", "params/trainable", "params/total", "val/bbox_AP",
+                                   "val/segm_AP", *COST_KEYS]
+    assert [line.split(",")[1] for line in lines[1:]] == ["bitfit", "ssf"]
     run_cli("train.py", "experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"),
             "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=400)
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val/bbox_AP"] is not None
