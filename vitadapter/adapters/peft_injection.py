@@ -140,7 +140,11 @@ def inject_tuner(backbone: ViTBackbone, config: Any, targets: Sequence[str], opt
 def merge_and_unwrap(vit: nn.Module) -> int:
     """Folds every peft tuner layer of `vit` into its base layer and puts the base layer back in its place.
 
-    Afterwards `vit` is a plain timm model again (same modules and state-dict keys as timm builds).
+    Afterwards `vit` is a plain timm model again (same modules and state-dict keys as timm builds). peft
+    writes the merged values into the pretrained Parameter objects, which therefore stay in the backbone's
+    frozen set: merge to evaluate or export, not before saving a checkpoint (it would not hold them).
+    (Fresh Parameters would not help: the frozen set holds ids, which CPython reuses once the old
+    Parameters are freed, so some merged weights would still count as frozen.)
 
     Returns:
         The number of layers merged.
