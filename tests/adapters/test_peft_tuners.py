@@ -148,6 +148,7 @@ def test_layers_drop_below_and_train_mode() -> None:
     assert not layer.lora_dropout["default"].training
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BOFT's CUDA-kernel probe, SHiRA's sparse-tensor note
 @pytest.mark.parametrize("peft_type", SUPPORTED_PEFT_TYPES)
 def test_generic_peft_tuner(peft_type: str) -> None:
     """On BEiT (separate q/v biases, bias-less qkv): identity start, qkv reaches the output, training, merging."""

@@ -51,8 +51,9 @@ SUPPORTED_PEFT_TYPES = (
     "BOFT", "C3A", "DEFT", "DELORA", "FOURIERFT", "GLORA", "GRALORA", "HIRA", "HRA", "IA3", "LOHA",
     "LOKR", "MISS", "OFT", "OSF", "PEANUT", "PSOFT", "RANDLORA", "ROAD", "SHIRA", "SUPERTUNING", "WAVEFT",
 )
-_SHARED_STATE = "keeps state shared between layers on peft's tuner object, which peft.inject_adapter_in_model cannot build"
-_PROMPTS = "is a prompt method for language models' token embeddings; vision prompts are model/adapter=vpt"
+_SHARED_STATE = ("it keeps state shared between layers on peft's tuner object, which "
+                 "peft.inject_adapter_in_model cannot build")
+_PROMPTS = "it is a prompt method for language models' token embeddings; vision prompts are model/adapter=vpt"
 REFUSED_PEFT_TYPES = {
     "LORA": "use model/adapter=lora (or dora): the same targets, with r, alpha and dropout as fields",
     "ADALORA": "its rank budget needs update_and_allocate() every step and an orthogonality loss in the task loss, "
