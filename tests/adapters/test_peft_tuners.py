@@ -242,6 +242,12 @@ def test_adapter_configs_build_their_method(name: str, cls_name: str, lr: float)
     assert method.lr == lr and method.target_modules == ("qkv", "proj", "fc1", "fc2")
 
 
+def test_generic_peft_from_the_command_line(compose_config, tmp_path: Path) -> None:
+    overrides = ["model/adapter=peft", "model.adapter.peft_type=LOHA", "model.adapter.options={r: 8}"]
+    method = instantiate(compose_config("train", overrides, tmp_path).model.adapter)
+    assert method.peft_type == "LOHA" and method.options == {"r": 8}
+
+
 def test_refusals_cover_every_installed_peft_tuner() -> None:
     import peft
 

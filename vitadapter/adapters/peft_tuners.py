@@ -110,8 +110,8 @@ class PeftTunerConfig(MethodConfig):
         metadata={"help": "Linear layers of each adapted block by last name (qkv, proj, fc1, fc2; qkv also means "
                           "EVA-02's q/k/v_proj, fc1 its SwiGLU fc1_g/fc1_x); never patch_embed or attention pools"},
     )
-    options: Mapping[str, Any] = field(
-        default_factory=dict, metadata={"help": "further fields of the peft config (e.g. use_rslora: true)"}
+    options: Mapping[str, Any] | None = field(
+        default=None, metadata={"help": "further fields of the peft config (e.g. {use_rslora: true}); null: none"}
     )
 
     def __post_init__(self) -> None:
