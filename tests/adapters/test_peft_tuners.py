@@ -164,7 +164,7 @@ def test_generic_peft_tuner(peft_type: str) -> None:
     assert wrapped_names(model) == {f"blocks.{i}.{t}" for i in range(2)
                                     for t in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
     trainable = [p for p in model.backbone.vit.parameters() if p.requires_grad]
-    assert trainable and not any(id(p) in model.backbone.frozen_tensor_ids for p in trainable)
+    assert trainable and not any(model.backbone.is_pretrained_tensor(p) for p in trainable)
 
     perturb(model, 0.5, ".attn.qkv.")
     assert max_diff(plain, features(model)) > 1e-5

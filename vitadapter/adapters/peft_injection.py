@@ -120,7 +120,7 @@ def inject_tuner(backbone: ViTBackbone, config: Any, targets: Sequence[str], opt
     wrapped = {n for n, m in vit.named_modules() if isinstance(m, BaseTunerLayer)}
     if wrapped != set(targets):
         raise RuntimeError(f"peft wrapped {sorted(wrapped ^ set(targets))[:6]} against the resolved targets")
-    unfrozen = [n for n, p in vit.named_parameters() if p.requires_grad and id(p) in backbone.frozen_tensor_ids]
+    unfrozen = [n for n, p in vit.named_parameters() if p.requires_grad and backbone.is_pretrained_tensor(p)]
     if unfrozen:
         raise ValueError(
             f"peft unfroze pretrained tensors {unfrozen[:4]} (e.g. a `bias` option): only the tuner's own tensors "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,8 @@ class ViTBackbone(nn.Module):
         self.vit.requires_grad_(False)
         self.vit.eval()
         self.fingerprint = state_fingerprint(self.vit)
-        self.frozen_tensor_ids = frozenset(id(t) for t in (*self.vit.parameters(), *self.vit.buffers()))
+        # weak references, not bare ids: a merged-away tensor's id may be reused by a new one
+        self._frozen_tensors = {id(t): weakref.ref(t) for t in (*self.vit.parameters(), *self.vit.buffers())}
         self.frozen_module_ids = frozenset(id(m) for m in self.vit.modules())
         # set by a method that trains the ViT's own weights (full fine-tuning): its modules then follow train()
         self.modules_follow_train = False
@@ -150,9 +152,14 @@ class ViTBackbone(nn.Module):
         """Blocks the encoder runs: up to the last tapped one (later blocks never run, never train)."""
         return max(self.out_indices) + 1
 
+    def is_pretrained_tensor(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor` is one of the pretrained ViT's tensors as built (trained now or not)."""
+        ref = self._frozen_tensors.get(id(tensor))
+        return ref is not None and ref() is tensor
+
     def is_frozen_tensor(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` belongs to the pretrained ViT as built and does not train now."""
-        return id(tensor) in self.frozen_tensor_ids and not tensor.requires_grad
+        return not tensor.requires_grad and self.is_pretrained_tensor(tensor)
 
     def train(self, mode: bool = True) -> ViTBackbone:
         """Keeps the frozen ViT in eval mode; modules a PEFT method placed inside it switch."""

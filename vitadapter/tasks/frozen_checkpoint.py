@@ -14,7 +14,7 @@ class BackboneMismatchError(RuntimeError):
 class FrozenBackboneCheckpointing:
     """LightningModule mixin: leave the frozen ViT out of checkpoints and verify it on load.
 
-    The frozen set is the ViT's tensors as built (`ViTBackbone.frozen_tensor_ids`) that do not
+    The frozen set is the ViT's tensors as built (`ViTBackbone.is_frozen_tensor`) that do not
     train now. Everything else in the state dict is saved: the method's tensors wherever they sit
     (adapters, LoRA matrices, prompts, unfrozen biases, the whole ViT for full fine-tuning), the
     neck and the heads. The host defines `self.backbone` and may set `self.run_config`, the resolved
