@@ -6,8 +6,8 @@ training step (forward + backward through the encoder, a stand-in loss on the py
 interleaving the variants on every repetition so that machine drift hits all of them alike, and
 reports medians. The adapter's inference overhead is its time minus the plain encoder's.
 
-    python scripts/benchmark_adapterdrop.py                              # ViT-B/16, 512 px, bottleneck-64
-    python scripts/benchmark_adapterdrop.py --method convpass --size 384 --repeats 9
+    python scripts/benchmark_adapterdrop.py --method lora                # ViT-B/16, 512 px, LoRA r 8 unmerged
+    python scripts/benchmark_adapterdrop.py --method bottleneck --size 384
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=512, help="square input size")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--method", default="bottleneck", help="a per-block method (bottleneck, convpass, lora, ...)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per variant (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed rounds per variant (after one warm-up round)")
+    parser.add_argument("--inferences", type=int, default=3, help="timed inferences per variant and round")
     return parser.parse_args()
 
 
@@ -77,14 +78,15 @@ def main() -> None:
     train_ms: dict[str, list[float]] = {name: [] for name in encoders}
     for repeat in range(args.repeats + 1):
         for name, encoder in encoders.items():
-            inference = timed(partial(infer, encoder, image))
+            inference = [timed(partial(infer, encoder, image)) for _ in range(args.inferences)]
             training = timed(partial(train_step, encoder, image))
             if repeat:  # the first round warms up
-                infer_ms[name].append(inference)
+                infer_ms[name].extend(inference)
                 train_ms[name].append(training)
     base = statistics.median(infer_ms["frozen ViT, no adapters"])
     print(f"{args.backbone} (depth {depth}), {args.size}x{args.size}, batch {args.batch}, CPU "
-          f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repetitions\n")
+          f"{torch.get_num_threads()} threads, medians of {args.repeats * args.inferences} inferences and "
+          f"{args.repeats} training steps per variant, interleaved\n")
     print("| variant | trainable params | inference (ms) | adapter overhead (ms) | train step (ms) |")
     print("|---|---|---|---|---|")
     for name, encoder in encoders.items():
