@@ -1,4 +1,5 @@
-"""For every PEFT method and task: the checkpoint holds exactly the trained tensors and reloads bit for bit."""
+"""For every PEFT method and task: every trained tensor gets a gradient, the checkpoint holds exactly the
+trained tensors and reloads bit for bit."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ def _perturb_trainable(task: torch.nn.Module) -> None:
                 param.add_(0.05 * torch.randn(param.shape, generator=generator))
 
 
+def _training_loss(task: torch.nn.Module, task_kind: str) -> torch.Tensor:
+    """The task's own training loss on a small random batch (outside a Trainer)."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randn(2, 3, 64, 64, generator=generator)
+    if task_kind == "seg":
+        return task.training_step({"image": images, "mask": torch.randint(0, 8, (2, 64, 64), generator=generator)}, 0)
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 8:40, 16:48] = 1
+    target = {"boxes": torch.tensor([[16.0, 8.0, 48.0, 40.0]]), "labels": torch.tensor([1]), "masks": masks}
+    return task.training_step({"images": list(images), "targets": [target, target]}, 0)
+
+
 def _outputs(task: torch.nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
     task.eval()
     with torch.no_grad():
@@ -48,6 +61,11 @@ def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
     data_root = seg_data_root if task_kind == "seg" else det_data_root
     task = _build(compose_config, task_kind, method, data_root, tmp_path)
     _perturb_trainable(task)
+    # every tensor that trains reaches the loss (DDP runs with find_unused_parameters=false); no frozen one does
+    task.train()
+    _training_loss(task, task_kind).backward()
+    assert [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None] == []
+    assert all(p.grad is None for p in task.parameters() if not p.requires_grad)
     checkpoint = {"state_dict": task.state_dict()}
     task.on_save_checkpoint(checkpoint)
     path = tmp_path / "method.ckpt"
