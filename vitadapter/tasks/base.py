@@ -41,12 +41,11 @@ class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
         method = self.encoder.method
         if method is None:
             return {}
-        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        lr = method.lr if method.lr is not None else base_lr
         scales = method.lr_scales(self.backbone)
+        if method.lr is None and not scales:
+            return {}  # the optimiser's own lr for everything: one group per weight-decay setting
+        lr = method.lr if method.lr is not None else getattr(self.optimizer_factory, "keywords", {}).get("lr")
         if lr is None:
-            if method.lr is None and not scales:
-                return {}
             raise ValueError("model.optimizer has no lr to scale; set model.optimizer.lr or model.adapter.lr")
         return {id(p): lr * scales.get(id(p), 1.0) for p in self.encoder.method_parameters()}
 
