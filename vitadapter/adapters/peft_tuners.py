@@ -10,6 +10,7 @@ Both, and the other tuners of the `peft` library that work on timm's Linear laye
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -127,6 +128,8 @@ class PeftTunerConfig(MethodConfig):
         raise NotImplementedError
 
     def apply(self, backbone: ViTBackbone) -> MethodHooks | None:
+        if importlib.util.find_spec("peft") is None:
+            raise ImportError(f"model/adapter={self.method_name} needs the peft library: pip install -e \".[peft]\"")
         refuse_second_tuner(backbone)
         targets = resolve_targets(backbone, self.block_indices(backbone), self.target_modules)
         inject_tuner(backbone, self.peft_config(backbone, targets), targets, "model.adapter.options")
