@@ -16,6 +16,7 @@ import copy
 import logging
 import statistics
 import time
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,11 @@ def inference_copy(task: L.LightningModule) -> L.LightningModule:
 
     The task's public non-module attributes (e.g. the COCO ground truth) are shared, not copied.
     """
-    shared = {id(v): v for k, v in vars(task).items() if not k.startswith("_") and not isinstance(v, nn.Module)}
+    shared = {id(v): v for k, v in vars(task).items()
+              if not k.startswith("_") and not isinstance(v, (nn.Module, types.MethodType))}
     clone = copy.deepcopy(task, memo=shared)
+    # under DDP Lightning patches `forward` on the instance (redirecting to the wrapped original): use the class's
+    vars(clone).pop("forward", None)
     method = clone.encoder.method
     if method is not None and method.mergeable:
         clone.encoder.merge()
