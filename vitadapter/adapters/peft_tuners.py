@@ -143,7 +143,7 @@ class PeftTunerConfig(MethodConfig):
 @register_method("lora")
 @dataclass
 class LoraMethodConfig(PeftTunerConfig):
-    """LoRA (Hu et al. 2022) on the blocks' Linear layers; defaults: their GLUE settings r = alpha = 8."""
+    """LoRA (Hu et al. 2022) on the blocks' Linear layers; defaults r = alpha = 8 (scale 1)."""
 
     use_dora: ClassVar[bool] = False
 
@@ -172,7 +172,7 @@ class LoraMethodConfig(PeftTunerConfig):
 @register_method("dora")
 @dataclass
 class DoraMethodConfig(LoraMethodConfig):
-    """DoRA (Liu et al. 2024): LoRA on the direction, a trained magnitude per output; their alpha = 2 r."""
+    """DoRA (Liu et al. 2024): LoRA on the direction, a trained magnitude per output; alpha = 2 r."""
 
     use_dora: ClassVar[bool] = True
 
