@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from vitadapter.adapters.base import MethodConfig, MethodHooks
 from vitadapter.adapters.registry import register_method
+from vitadapter.backbone.families import EMBEDDING_MODULES
 
 if TYPE_CHECKING:
     from vitadapter.backbone import ViTBackbone
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 
 # layers whose output SSF scales and shifts; each has a weight (and maybe a bias) per output channel
 AFFINE_LAYERS = (nn.Linear, nn.Conv2d, nn.LayerNorm)
-# modules the encoder runs before the first block
-EMBEDDING_PARTS = ("patch_embed", "norm_pre")
 
 
 class ScaleShift(nn.Module):
@@ -147,7 +146,7 @@ class SSFConfig(MethodConfig):
         vit = backbone.vit
         names = []
         if self.embedding:
-            names += [n for part in EMBEDDING_PARTS if isinstance(getattr(vit, part, None), nn.Module)
+            names += [n for part in EMBEDDING_MODULES if isinstance(getattr(vit, part, None), nn.Module)
                       for n in affine_layer_names(vit, part)]
         for index in self.block_indices(backbone):
             names += affine_layer_names(vit, f"blocks.{index}")

@@ -16,14 +16,10 @@ from torch import nn
 
 from vitadapter.adapters.base import MethodConfig, MethodHooks
 from vitadapter.adapters.registry import register_method
+from vitadapter.backbone.families import EMBEDDING_MODULES, EMBEDDING_TENSORS
 
 if TYPE_CHECKING:
     from vitadapter.backbone import ViTBackbone
-
-# modules before the first block that the encoder runs (timm's names across the three families)
-EMBEDDING_PARTS = ("patch_embed", "norm_pre", "rope", "rel_pos_bias")
-EMBEDDING_TENSORS = ("cls_token", "reg_token", "pos_embed")
-
 
 def used_named_parameters(backbone: ViTBackbone, blocks: list[int]) -> Iterator[tuple[str, nn.Parameter]]:
     """The ViT's parameters that the encoder uses: embeddings and the given blocks (not the final norm/head)."""
@@ -32,7 +28,7 @@ def used_named_parameters(backbone: ViTBackbone, blocks: list[int]) -> Iterator[
         tensor = getattr(vit, name, None)
         if isinstance(tensor, nn.Parameter):
             yield name, tensor
-    for part in EMBEDDING_PARTS:
+    for part in EMBEDDING_MODULES:
         module = getattr(vit, part, None)
         if isinstance(module, nn.Module):
             for name, param in module.named_parameters():

@@ -20,6 +20,11 @@ from timm.layers.pos_embed_rel import resize_rel_pos_bias_table
 from torch import Tensor, nn
 
 
+# what the encoder runs before the first block, by timm's names across the three families
+EMBEDDING_MODULES = ("patch_embed", "norm_pre", "rope", "rel_pos_bias")
+EMBEDDING_TENSORS = ("cls_token", "reg_token", "pos_embed")
+
+
 @dataclass
 class Tokens:
     """The token sequence between blocks and what the blocks need to read it.
@@ -29,14 +34,12 @@ class Tokens:
             the patches in row-major order.
         grid: (h, w) of the patch grid.
         num_prefix_tokens: tokens before the patches.
-        image_size: (H, W) of the input image before patch padding.
         block_kwargs: extra keyword arguments per block call (rotary embeddings, relative bias).
     """
 
     x: Tensor
     grid: tuple[int, int]
     num_prefix_tokens: int
-    image_size: tuple[int, int]
     block_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def patch_map(self) -> Tensor:
@@ -76,7 +79,7 @@ class VisionTransformerFamily(ViTFamily):
         x = vit.patch_embed(image)  # B×h×w×D with dynamic_img_size
         grid = (int(x.shape[1]), int(x.shape[2]))
         x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
-        return Tokens(x, grid, vit.num_prefix_tokens, tuple(image.shape[-2:]))
+        return Tokens(x, grid, vit.num_prefix_tokens)
 
 
 class EvaFamily(ViTFamily):
@@ -95,7 +98,7 @@ class EvaFamily(ViTFamily):
         x = vit.patch_embed(image)
         grid = (int(x.shape[1]), int(x.shape[2]))
         x, rope = vit._pos_embed(x)
-        return Tokens(vit.norm_pre(x), grid, vit.num_prefix_tokens, tuple(image.shape[-2:]), {"rope": rope})
+        return Tokens(vit.norm_pre(x), grid, vit.num_prefix_tokens, {"rope": rope})
 
     def run_block(self, index: int, tokens: Tokens) -> Tensor:
         rope = tokens.block_kwargs["rope"]
@@ -153,8 +156,7 @@ class BeitFamily(ViTFamily):
 
     def embed(self, image: Tensor) -> Tokens:
         vit = self.vit
-        height, width = image.shape[-2:]
-        self.grid = tuple(vit.patch_embed.dynamic_feat_size((height, width)))
+        self.grid = tuple(vit.patch_embed.dynamic_feat_size(image.shape[-2:]))
         x = vit.patch_embed(image)
         x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         if vit.pos_embed is not None:
@@ -163,7 +165,7 @@ class BeitFamily(ViTFamily):
             )
         shared = vit.rel_pos_bias
         bias = self._bias(shared.relative_position_bias_table) if shared is not None else None
-        return Tokens(vit.pos_drop(x), self.grid, 1, (height, width), {"shared_rel_pos_bias": bias})
+        return Tokens(vit.pos_drop(x), self.grid, 1, {"shared_rel_pos_bias": bias})
 
 
 REFUSALS = {

@@ -33,7 +33,6 @@ def evenly_spaced_taps(depth: int, count: int = 4) -> list[int]:
     return [(k + 1) * depth // count - 1 for k in range(count)]
 
 
-
 def create_timm_vit(
     name: str,
     pretrained: bool = False,
@@ -128,9 +127,9 @@ class ViTBackbone(nn.Module):
         self.vit.requires_grad_(False)
         self.vit.eval()
         self.fingerprint = state_fingerprint(self.vit)
-        # weak references, not bare ids: a merged-away tensor's id may be reused by a new one
+        # weak references, not bare ids: a merged-away tensor's (or module's) id may be reused by a new one
         self._frozen_tensors = {id(t): weakref.ref(t) for t in (*self.vit.parameters(), *self.vit.buffers())}
-        self.frozen_module_ids = frozenset(id(m) for m in self.vit.modules())
+        self._pretrained_modules = weakref.WeakSet(self.vit.modules())
         # set by a method that trains the ViT's own weights (full fine-tuning): its modules then follow train()
         self.modules_follow_train = False
         self.embed_dim: int = self.vit.embed_dim
@@ -157,6 +156,10 @@ class ViTBackbone(nn.Module):
         ref = self._frozen_tensors.get(id(tensor))
         return ref is not None and ref() is tensor
 
+    def is_pretrained_module(self, module: nn.Module) -> bool:
+        """Whether `module` is one of the timm model's own modules as built (not one a method added)."""
+        return module in self._pretrained_modules
+
     def is_frozen_tensor(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` belongs to the pretrained ViT as built and does not train now."""
         return not tensor.requires_grad and self.is_pretrained_tensor(tensor)
@@ -166,6 +169,6 @@ class ViTBackbone(nn.Module):
         super().train(mode)
         if not self.modules_follow_train:
             for module in self.vit.modules():
-                if id(module) in self.frozen_module_ids:
+                if self.is_pretrained_module(module):
                     module.training = False
         return self

@@ -8,6 +8,7 @@ they compute requires a gradient.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -71,7 +72,7 @@ class Encoder(nn.Module):
                 x = checkpoint(family.run_block, index, tokens, use_reentrant=False)
             else:
                 x = family.run_block(index, tokens)
-            tokens = Tokens(x, tokens.grid, tokens.num_prefix_tokens, tokens.image_size, tokens.block_kwargs)
+            tokens = dataclasses.replace(tokens, x=x)
             if index in backbone.out_indices:
                 taps[index] = tokens
         return [taps[index] for index in backbone.out_indices]

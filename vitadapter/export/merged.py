@@ -63,7 +63,7 @@ def merged_vit_state_dict(encoder: Encoder) -> dict[str, Tensor]:
     if method is not None and method.mergeable:
         encoder.merge()
     backbone = encoder.backbone
-    added = [n for n, m in backbone.vit.named_modules() if id(m) not in backbone.frozen_module_ids]
+    added = [n for n, m in backbone.vit.named_modules() if not backbone.is_pretrained_module(m)]
     if added or encoder.hooks is not None:
         where = f"modules timm does not have ({', '.join(added[:3])}, ...)" if added else "tokens outside the ViT"
         raise ValueError(
