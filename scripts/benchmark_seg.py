@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from vitadapter.callbacks.perf import SavedTensorCounter
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import trainable_param_groups
 
@@ -58,25 +59,6 @@ def build_task(args: argparse.Namespace, method: str) -> torch.nn.Module:
     return build_datamodule_and_task(cfg)[1]
 
 
-class SavedTensorMeter:
-    """Sums the bytes autograd saves for backward (activations), parameters excluded."""
-
-    def __init__(self, parameters: set[int]) -> None:
-        self.parameters = parameters
-        self.seen: set[int] = set()
-        self.bytes = 0
-
-    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        key = tensor.untyped_storage().data_ptr()
-        if key not in self.parameters and key not in self.seen:
-            self.seen.add(key)
-            self.bytes += tensor.untyped_storage().nbytes()
-        return tensor
-
-    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
-
-
 def measure(task: torch.nn.Module, args: argparse.Namespace) -> dict[str, float]:
     device = torch.device(args.device)
     task.to(device).train()  # the frozen ViT stays in eval mode; under `full` it trains
@@ -84,8 +66,7 @@ def measure(task: torch.nn.Module, args: argparse.Namespace) -> dict[str, float]
     image = torch.randn(args.batch, 3, args.size, args.size, device=device)
     mask = torch.randint(0, task.num_classes, (args.batch, args.size, args.size), device=device)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
-    parameters = {p.untyped_storage().data_ptr() for p in task.parameters()}
-    meter = SavedTensorMeter(parameters)
+    counter = SavedTensorCounter({p.untyped_storage().data_ptr() for p in task.parameters()})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -93,8 +74,11 @@ def measure(task: torch.nn.Module, args: argparse.Namespace) -> dict[str, float]
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with autocast, (meter.hooks() if step == 0 else nullcontext()):
+        if step == 0:
+            counter.start()
+        with autocast:
             loss = task._loss(task(image), mask)
+        counter.stop()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
@@ -107,7 +91,7 @@ def measure(task: torch.nn.Module, args: argparse.Namespace) -> dict[str, float]
     result = {
         "trainable": sum(p.numel() for p in trainable),
         "step_ms": 1000 * sum(times) / len(times),
-        "activations_mb": meter.bytes / 2**20,
+        "activations_mb": counter.total_bytes / 2**20,
         "grad_optim_mb": state_bytes / 2**20,
     }
     if device.type == "cuda":
