@@ -1,12 +1,15 @@
-"""Train-step time and memory: frozen backbone + adapters vs full fine-tuning of the same model.
+"""Train-step time and memory of one segmentation model trained four ways.
 
-Both variants are built from the same composed config and measured in one process, one after the
-other, on random images. On CUDA the peak is torch's allocator peak; on the CPU (no allocator
-statistics) the script reports what a training step keeps alive instead: tensors saved for backward
-plus gradients plus AdamW state.
+Frozen ViT + bottleneck adapters (the multi-level neck), full fine-tuning, and the frozen ViT with the
+ViT-Adapter neck with and without its injectors (`model.neck.inject`; without them the ViT runs as a
+side network that records no autograd graph). Every variant is built from the same composed config
+(`experiment=ade20k_seg`) and measured in one process, one after the other, on random images. On CUDA
+the peak is torch's allocator peak; on the CPU (no allocator statistics) the script reports what a
+training step keeps alive instead: tensors saved for backward plus gradients plus AdamW state.
 
     python scripts/benchmark_seg.py                       # ViT-B/16, 512x512, batch 2, CPU
     python scripts/benchmark_seg.py --device cuda --precision bf16 --batch 8
+    python scripts/benchmark_seg.py --variants vit_adapter vit_adapter_side
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import trainable_param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
+# name -> (table label, config overrides)
+VARIANTS = {
+    "bottleneck": ("frozen ViT + bottleneck adapters", ["model/adapter=bottleneck"]),
+    "full": ("full fine-tuning", ["model/adapter=full"]),
+    "vit_adapter": ("frozen ViT + ViT-Adapter (inject=true)", ["model/adapter=none", "model/neck=vit_adapter"]),
+    "vit_adapter_side": ("frozen ViT + ViT-Adapter (inject=false)",
+                         ["model/adapter=none", "model/neck=vit_adapter", "model.neck.inject=false"]),
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,19 +49,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default="32", choices=["32", "bf16"])
     parser.add_argument("--head", default="upernet", choices=["upernet", "fpn"])
     parser.add_argument("--bottleneck-dim", type=int, default=64)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     return parser.parse_args()
 
 
-def build_task(args: argparse.Namespace, method: str) -> torch.nn.Module:
+def build_task(args: argparse.Namespace, variant: str) -> torch.nn.Module:
     overrides = [
         "experiment=ade20k_seg",
         f"model/head={args.head}",
         f"model.backbone.name={args.backbone}",
         "model.backbone.pretrained=false",
         f"data.crop_size={args.size}",
-        f"model/adapter={method}",
+        *VARIANTS[variant][1],
     ]
-    if method == "bottleneck":
+    if variant == "bottleneck":
         overrides.append(f"model.adapter.bottleneck_dim={args.bottleneck_dim}")
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -104,8 +116,8 @@ def main() -> None:
     args = parse_args()
     torch.manual_seed(0)
     rows = []
-    for name, method in (("frozen ViT + adapters", "bottleneck"), ("full fine-tuning", "full")):
-        rows.append((name, measure(build_task(args, method), args)))
+    for variant in args.variants:
+        rows.append((VARIANTS[variant][0], measure(build_task(args, variant), args)))
     threads = torch.get_num_threads() if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"{args.backbone}, {args.size}x{args.size}, batch {args.batch}, {args.head}, {args.device} "
           f"({threads}), precision {args.precision}, mean of {args.steps} steps after {args.warmup} warm-up\n")

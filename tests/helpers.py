@@ -24,15 +24,26 @@ _TINY_RUN_OVERRIDES = [
 ]
 
 
-def tiny_seg_overrides(data_root: Path) -> list[str]:
-    """Overrides that shrink any segmentation experiment to seconds on a CPU."""
+def _neck_overrides(neck: str | None) -> list[str]:
+    """`model/neck=NECK` (None: the experiment's own) at a tiny width; ViT-Adapter's levels have the ViT's width."""
+    width = [] if neck == "vit_adapter" else ["model.neck.out_channels=16"]
+    return ([f"model/neck={neck}"] if neck else []) + width
+
+
+def experiment_neck(experiment: str) -> str | None:
+    """The neck an experiment names in its file name (`*_vit_adapter`), else None (its own)."""
+    return "vit_adapter" if experiment.endswith("_vit_adapter") else None
+
+
+def tiny_seg_overrides(data_root: Path, neck: str | None = None) -> list[str]:
+    """Overrides that shrink any segmentation experiment to seconds on a CPU (with another neck if given)."""
     return [
         "model/backbone=test_vit",
         # experiments such as demo_seg name their own backbone in their body, which wins over the group
         "model.backbone.name=test_vit",
         "model.backbone.model_kwargs={}",
         "model.head.channels=16",
-        "model.neck.out_channels=16",
+        *_neck_overrides(neck),
         "model.inference.stride=43",
         f"data.root={data_root}",
         "data.crop_size=64",
@@ -58,8 +69,9 @@ TINY_DETECTOR_OVERRIDES = {
 }
 
 
-def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn") -> list[str]:
-    """Overrides that shrink a detection experiment (whose detector is `detector`) to seconds on a CPU.
+def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn", neck: str | None = None) -> list[str]:
+    """Overrides that shrink a detection experiment (whose detector is `detector`) to seconds on a CPU
+    (with another neck if given).
 
     A tiny synthetic COCO set is written into `data_root` on first use. The backbone name is set
     explicitly because experiments such as demo_det name their own backbone in their body.
@@ -69,7 +81,7 @@ def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn") -> list[str
         "model.backbone.name=test_vit",
         "model.backbone.model_kwargs={}",
         *TINY_DETECTOR_OVERRIDES[detector],
-        "model.neck.out_channels=16",
+        *_neck_overrides(neck),
         "model.fpn_channels=32",
         f"data.root={data_root}",
         "data.image_size=96",

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import EXPERIMENTS, run_cli, tiny_seg_overrides
+from tests.helpers import EXPERIMENTS, experiment_neck, run_cli, tiny_seg_overrides
 from vitadapter.utils.sweep_summary import COST_KEYS
 
-SEG_EXPERIMENTS = [e for e in EXPERIMENTS if e.endswith("_seg")]
+SEG_EXPERIMENTS = [e for e in EXPERIMENTS if "_seg" in e]
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,12 @@ def test_eval_with_tta_and_overrides(demo_run: Path, tmp_path: Path) -> None:
     assert 0.0 <= json.loads((tmp_path / "metrics.json").read_text())["val/mIoU"] <= 100.0
 
 
-@pytest.mark.parametrize("experiment", [e for e in SEG_EXPERIMENTS if e != "demo_seg"])
+# demo_seg runs in demo_run; demo_seg_vit_adapter in test_vit_adapter_cli
+@pytest.mark.parametrize("experiment", [e for e in SEG_EXPERIMENTS if e not in ("demo_seg", "demo_seg_vit_adapter")])
 def test_two_step_run_of_every_other_segmentation_experiment(experiment: str, tmp_path: Path,
                                                              seg_data_root: Path) -> None:
-    run_cli("train.py", f"experiment={experiment}", *tiny_seg_overrides(seg_data_root), f"hydra.run.dir={tmp_path}")
+    run_cli("train.py", f"experiment={experiment}", *tiny_seg_overrides(seg_data_root, experiment_neck(experiment)),
+            f"hydra.run.dir={tmp_path}")
     assert "val/mIoU" in json.loads((tmp_path / "metrics.json").read_text())
 
 

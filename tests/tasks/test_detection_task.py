@@ -6,19 +6,19 @@ import lightning as L
 import pytest
 import torch
 
-from tests.helpers import EXPERIMENTS, tiny_det_overrides
+from tests.helpers import EXPERIMENTS, experiment_neck, tiny_det_overrides
 from vitadapter.data import COCODetectionDataset, build_det_val_transform
 from vitadapter.metrics import COCOEvaluator
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import DetectionTask
 from vitadapter.tasks.detection import detections_to_original
 
-DET_EXPERIMENTS = [e for e in EXPERIMENTS if e.endswith("_det")]
+DET_EXPERIMENTS = [e for e in EXPERIMENTS if "_det" in e]
 
 
 def _overrides(experiment: str, data_root) -> list[str]:
     detector = "mask_rcnn_light" if experiment == "demo_det" else "mask_rcnn"
-    return [f"experiment={experiment}", *tiny_det_overrides(data_root, detector)]
+    return [f"experiment={experiment}", *tiny_det_overrides(data_root, detector, experiment_neck(experiment))]
 
 
 @pytest.mark.parametrize("experiment", DET_EXPERIMENTS)

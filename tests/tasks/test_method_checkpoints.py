@@ -1,5 +1,5 @@
-"""For every PEFT method and task: every trained tensor gets a gradient, the checkpoint holds exactly the
-trained tensors and reloads bit for bit."""
+"""For every PEFT method, every neck and both tasks: every trained tensor gets a gradient, the checkpoint
+holds exactly the trained tensors and reloads bit for bit."""
 
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import ROOT, tiny_det_overrides, tiny_seg_overrides
 from vitadapter.adapters import import_all_methods
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.utils.params import parameter_counts
 
 METHODS = sorted(import_all_methods())
+NECKS = sorted(path.stem for path in (ROOT / "configs" / "model" / "neck").glob("*.yaml"))
+# every method on the experiments' own neck, every neck with no method, and ViT-Adapter around LoRA
+CASES = [(method, None) for method in METHODS] + [("none", neck) for neck in NECKS] + [("lora", "vit_adapter")]
 TASKS = {
-    "seg": lambda root: ["experiment=demo_seg", *tiny_seg_overrides(root)],
-    "det": lambda root: ["experiment=demo_det", *tiny_det_overrides(root, "mask_rcnn_light")],
+    "seg": lambda root, neck: ["experiment=demo_seg", *tiny_seg_overrides(root, neck)],
+    "det": lambda root, neck: ["experiment=demo_det", *tiny_det_overrides(root, "mask_rcnn_light", neck)],
 }
 
 
-def _build(compose_config, task: str, method: str, data_root: Path, tmp_path: Path):
-    cfg = compose_config("train", [*TASKS[task](data_root), f"model/adapter={method}"], tmp_path)
+def _build(compose_config, task: str, method: str, neck: str | None, data_root: Path, tmp_path: Path):
+    cfg = compose_config("train", [*TASKS[task](data_root, neck), f"model/adapter={method}"], tmp_path)
     return build_datamodule_and_task(cfg)[1]
 
 
@@ -54,12 +57,13 @@ def _outputs(task: torch.nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("task_kind", sorted(TASKS))
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("method", "neck"), CASES, ids=[f"{m}-{n or 'own_neck'}" for m, n in CASES])
 def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
-    method: str, task_kind: str, compose_config, tmp_path: Path, seg_data_root: Path, det_data_root: Path
+    method: str, neck: str | None, task_kind: str, compose_config, tmp_path: Path, seg_data_root: Path,
+    det_data_root: Path
 ) -> None:
     data_root = seg_data_root if task_kind == "seg" else det_data_root
-    task = _build(compose_config, task_kind, method, data_root, tmp_path)
+    task = _build(compose_config, task_kind, method, neck, data_root, tmp_path)
     _perturb_trainable(task)
     # every tensor that trains reaches the loss (DDP runs with find_unused_parameters=false); no frozen one does
     task.train()
@@ -71,12 +75,21 @@ def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
     path = tmp_path / "method.ckpt"
     torch.save(checkpoint, path)
 
-    saved = checkpoint["state_dict"]
-    statistics = sum(v.numel() for k, v in saved.items() if k.rsplit(".", 1)[-1] in
-                     ("running_mean", "running_var", "num_batches_tracked"))
-    assert sum(v.numel() for v in saved.values()) - statistics == parameter_counts(task)["params/trainable"]
+    saved = {k: v for k, v in checkpoint["state_dict"].items()
+             if k.rsplit(".", 1)[-1] not in ("running_mean", "running_var", "num_batches_tracked")}
+    counts = parameter_counts(task)
+    assert sum(v.numel() for v in saved.values()) == counts["params/trainable"]
 
-    fresh = _build(compose_config, task_kind, method, data_root, tmp_path)
+    def saved_in(*parts: str) -> int:
+        return sum(v.numel() for k, v in saved.items() if any(f"encoder.{part}." in f".{k}" for part in parts))
+
+    assert saved_in("backbone", "hooks") == counts["params/trainable_adapter"]
+    assert saved_in("neck") == counts["params/trainable_neck"] > 0
+    assert counts["params/trainable_head"] == counts["params/trainable"] - saved_in("backbone", "hooks", "neck") > 0
+    if method == "none":
+        assert not any(".encoder.backbone." in f".{k}" for k in checkpoint["state_dict"])
+
+    fresh = _build(compose_config, task_kind, method, neck, data_root, tmp_path)
     loaded = torch.load(path, map_location="cpu", weights_only=False)
     fresh.on_load_checkpoint(loaded)
     fresh.load_state_dict(loaded["state_dict"], strict=True)

@@ -8,14 +8,15 @@ import lightning as L
 import pytest
 import torch
 
-from tests.helpers import EXPERIMENTS, tiny_seg_overrides
+from tests.helpers import EXPERIMENTS, experiment_neck, tiny_seg_overrides
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import BackboneMismatchError
 
 
-@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.endswith("_seg")])
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if "_seg" in e])
 def test_every_experiment_composes_and_instantiates(experiment, compose_config, tmp_path, seg_data_root) -> None:
-    cfg = compose_config("train", [f"experiment={experiment}", *tiny_seg_overrides(seg_data_root)], tmp_path)
+    overrides = [f"experiment={experiment}", *tiny_seg_overrides(seg_data_root, experiment_neck(experiment))]
+    cfg = compose_config("train", overrides, tmp_path)
     datamodule, task = build_datamodule_and_task(cfg)
     assert task.num_classes == len(datamodule.class_names)
     assert task.run_config["model"]["backbone"]["name"] == "test_vit"

@@ -11,7 +11,7 @@ weights load as timm loads them and a block computes exactly what timm computes.
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -42,9 +42,18 @@ class Tokens:
     num_prefix_tokens: int
     block_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def patches(self) -> Tensor:
+        """The B×(h·w)×D patch tokens (prefix tokens dropped)."""
+        return self.x[:, self.num_prefix_tokens :]
+
+    def with_patches(self, patches: Tensor) -> Tokens:
+        """The same tokens with the patch tokens replaced (prefix tokens kept)."""
+        x = torch.cat([self.x[:, : self.num_prefix_tokens], patches], dim=1) if self.num_prefix_tokens else patches
+        return replace(self, x=x)
+
     def patch_map(self) -> Tensor:
         """The patch tokens as a B×D×h×w map (prefix tokens dropped)."""
-        patches = self.x[:, self.num_prefix_tokens :]
+        patches = self.patches()
         batch, _, dim = patches.shape
         return patches.transpose(1, 2).reshape(batch, dim, *self.grid)
 

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from vitadapter.adapters.base import MethodConfig, SpatialAdapter
 from vitadapter.backbone import ViTBackbone
 from vitadapter.backbone.families import Tokens
-from vitadapter.necks import Neck
+from vitadapter.necks import InterleavedNeck, Neck
 
 
 class Encoder(nn.Module):
@@ -27,7 +27,9 @@ class Encoder(nn.Module):
 
     Args:
         backbone: the frozen ViT.
-        neck: builds the spatial module from `in_channels` and `patch_size` (a Hydra partial).
+        neck: builds the spatial module from `in_channels`, `patch_size` and `depth` (the blocks the
+            encoder runs) (a Hydra partial): a `Neck` reads the tapped maps after the ViT has run; an
+            `InterleavedNeck` (ViT-Adapter) runs between groups of those blocks.
         method: the PEFT method to place on the ViT (None: nothing, as method `none`).
 
     Attributes:
@@ -38,12 +40,14 @@ class Encoder(nn.Module):
         out_channels, strides: the pyramid's channels and strides (from the neck).
     """
 
-    def __init__(self, backbone: ViTBackbone, neck: Callable[..., Neck], method: MethodConfig | None = None) -> None:
+    def __init__(
+        self, backbone: ViTBackbone, neck: Callable[..., Neck | InterleavedNeck], method: MethodConfig | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.method = method
         self.hooks = method.apply(backbone) if method is not None else None
-        self.neck = neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size)
+        self.neck = neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size, depth=backbone.used_depth)
         self.out_channels: int = self.neck.out_channels
         self.strides: tuple[int, ...] = tuple(self.neck.strides)
         self._spatial_adapters = [m for m in backbone.vit.modules() if isinstance(m, SpatialAdapter)]
@@ -55,30 +59,40 @@ class Encoder(nn.Module):
         if self.hooks is not None:
             yield from (p for p in self.hooks.parameters() if p.requires_grad)
 
-    def tokens(self, image: Tensor) -> list[Tokens]:
-        """Runs the ViT up to the last tapped block; the token state after each tapped block, in tap order."""
-        backbone = self.backbone
-        family = backbone.family
-        tokens = family.embed(image)
+    def embed(self, image: Tensor) -> Tokens:
+        """The tokens before block 0: the ViT's embedding, then the method's (prompts)."""
+        tokens = self.backbone.family.embed(image)
         for adapter in self._spatial_adapters:
             adapter.grid = tokens.grid
-        if self.hooks is not None:
-            tokens = self.hooks.on_embed(tokens)
-        taps: dict[int, Tokens] = {}
-        for index in range(backbone.used_depth):
+        return self.hooks.on_embed(tokens) if self.hooks is not None else tokens
+
+    def run_blocks(self, tokens: Tokens, blocks: range) -> Tokens:
+        """Runs `blocks` of the ViT (with the method's hooks before each) on `tokens`."""
+        family = self.backbone.family
+        for index in blocks:
             if self.hooks is not None:
                 tokens = self.hooks.before_block(index, tokens)
-            if backbone.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if self.backbone.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(family.run_block, index, tokens, use_reentrant=False)
             else:
                 x = family.run_block(index, tokens)
             tokens = dataclasses.replace(tokens, x=x)
-            if index in backbone.out_indices:
+        return tokens
+
+    def tokens(self, image: Tensor) -> list[Tokens]:
+        """Runs the ViT up to the last tapped block; the token state after each tapped block, in tap order."""
+        tokens = self.embed(image)
+        taps: dict[int, Tokens] = {}
+        for index in range(self.backbone.used_depth):
+            tokens = self.run_blocks(tokens, range(index, index + 1))
+            if index in self.backbone.out_indices:
                 taps[index] = tokens
-        return [taps[index] for index in backbone.out_indices]
+        return [taps[index] for index in self.backbone.out_indices]
 
     def forward(self, image: Tensor) -> OrderedDict[str, Tensor]:
         """The pyramid {"s4": ..., "s32": ...} (NCHW, `out_channels` each) of a normalised B×3×H×W image."""
+        if isinstance(self.neck, InterleavedNeck):
+            return self.neck(image, self.embed(image), self.run_blocks)
         return self.neck([tap.patch_map() for tap in self.tokens(image)], image)
 
     def merge(self) -> None:

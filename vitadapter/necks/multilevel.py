@@ -12,11 +12,10 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
-from vitadapter.necks.base import Neck, level_name
+from vitadapter.necks.base import Neck, fit_to_level, level_name
 
 
 NECK_NORMS = ("ln", "bn")
@@ -56,6 +55,7 @@ class MultiLevelNeck(Neck):
             from the last tap, as ViTDet's simple feature pyramid does.
         norm: "ln" (LayerNorm over channels, as ViTDet) or "bn" (BatchNorm, which trains faster
             from scratch at batch sizes of 8 and more; SyncBN under trainer=ddp).
+        depth: the ViT blocks the encoder runs (unused: this neck reads only the taps).
     """
 
     def __init__(
@@ -66,6 +66,7 @@ class MultiLevelNeck(Neck):
         strides: Sequence[int] = (4, 8, 16, 32),
         source: str = "multi",
         norm: str = "ln",
+        depth: int | None = None,
     ) -> None:
         super().__init__(out_channels, strides)
         if source not in ("multi", "last"):
@@ -95,11 +96,8 @@ class MultiLevelNeck(Neck):
         pyramid: OrderedDict[str, Tensor] = OrderedDict()
         for k, (stride, rescale, project) in enumerate(zip(self.strides, self.rescales, self.projections)):
             feature = features[k] if self.source == "multi" else features[-1]
-            # the ViT grid covers the image padded to whole patches: scale the whole grid, then crop the padding
-            padded = tuple(math.ceil(n * self.patch_size / stride) for n in feature.shape[-2:])
-            x = rescale(feature)
-            if x.shape[-2:] != padded:
-                x = F.interpolate(x, size=padded, mode="bilinear", align_corners=False)
-            x = x[..., : math.ceil(height / stride), : math.ceil(width / stride)]
+            # the transposed convs / pools rescale by the nearest power of two; fit_to_level finishes
+            extent = (feature.shape[-2] * self.patch_size, feature.shape[-1] * self.patch_size)
+            x = fit_to_level(rescale(feature), extent, stride, (math.ceil(height / stride), math.ceil(width / stride)))
             pyramid[level_name(stride)] = project(x)
         return pyramid

@@ -39,8 +39,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     datamodule, task = build_datamodule_and_task(cfg)
     trainer = build_trainer(cfg)
     params = parameter_counts(task)
-    log.info("parameters: %d trainable of %d (%.2f%%)", params["params/trainable"], params["params/total"],
-             params["params/trainable_pct"])
+    log.info("parameters: %d trainable of %d (%.2f%%): adapter %d, neck %d, head %d", params["params/trainable"],
+             params["params/total"], params["params/trainable_pct"], params["params/trainable_adapter"],
+             params["params/trainable_neck"], params["params/trainable_head"])
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
