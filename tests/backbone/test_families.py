@@ -13,7 +13,7 @@ from tests.helpers import CONFIGS
 from vitadapter.backbone import ViTBackbone
 from vitadapter.backbone.families import BeitFamily, EvaFamily, VisionTransformerFamily
 from vitadapter.encoder import Encoder
-from vitadapter.necks import MultiLevelNeck
+from vitadapter.necks import MultiLevelNeck, ViTAdapterNeck
 
 TINY = {"depth": 2, "embed_dim": 32, "num_heads": 2}
 
@@ -104,3 +104,19 @@ def test_every_shipped_backbone_config_instantiates(config: str) -> None:
     backbone = instantiate(node)
     assert backbone.name == node.name and backbone.depth >= 4
     assert backbone.out_indices[-1] == backbone.depth - 1
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_MODELS))
+def test_vit_adapter_runs_every_family_and_leaves_its_features_unchanged_at_initialisation(name: str) -> None:
+    backbone = build(name)
+    image = torch.randn(2, 3, 50, 75)
+    outputs: list[torch.Tensor] = []
+    for block in backbone.vit.blocks:
+        block.register_forward_hook(lambda module, args, out: outputs.append(out))
+    plain, adapted = encoder_for(backbone).eval(), Encoder(backbone, partial(ViTAdapterNeck, prior_channels=16)).eval()
+    with torch.no_grad():
+        plain(image)
+        expected, outputs[:] = list(outputs), []
+        pyramid = adapted(image)
+    assert len(outputs) == 2 and all(torch.equal(a, b) for a, b in zip(expected, outputs))
+    assert [tuple(p.shape) for p in pyramid.values()] == [(2, 32, -(-50 // s), -(-75 // s)) for s in (4, 8, 16, 32)]

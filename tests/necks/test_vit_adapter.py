@@ -43,6 +43,8 @@ def test_presets_follow_the_vit_width_and_heads_divide_other_widths() -> None:
     assert explicit.extractors[0].attention.heads == 6 and explicit.extractors[0].attention.value_proj.out_features == 768
     with pytest.raises(ValueError, match=r"model.neck.size='XL'"):
         ViTAdapterNeck(in_channels=64, patch_size=16, depth=6, size="XL")
+    with pytest.raises(ValueError, match=r"model.neck.extra_extractors=-1: must be at least 0"):
+        ViTAdapterNeck(in_channels=64, patch_size=16, depth=6, extra_extractors=-1)
 
 
 def test_block_groups_of_the_paper_and_of_any_depth() -> None:

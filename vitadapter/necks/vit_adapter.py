@@ -110,6 +110,10 @@ class ViTAdapterNeck(InterleavedNeck):
         super().__init__(in_channels, SPATIAL_PRIOR_STRIDES)
         if size is not None and size not in VIT_ADAPTER_SIZES:
             raise ValueError(f"model.neck.size={size!r}: choose one of {sorted(VIT_ADAPTER_SIZES)} or null")
+        for key, value, least in (("points", points, 1), ("extra_extractors", extra_extractors, 0),
+                                  ("prior_channels", prior_channels, 1)):
+            if value < least:
+                raise ValueError(f"model.neck.{key}={value}: must be at least {least}")
         self.size = size or size_for_width(in_channels)
         preset = VIT_ADAPTER_SIZES[self.size]
         value_ratio = preset.value_ratio if value_ratio is None else value_ratio
@@ -119,7 +123,6 @@ class ViTAdapterNeck(InterleavedNeck):
         drop_path = preset.drop_path if drop_path is None else drop_path
         self.patch_size = patch_size
         self.groups = block_groups(depth)
-        self.inject = inject
         attention = {"heads": heads, "points": points, "value_ratio": value_ratio}
 
         self.spatial_prior = SpatialPriorModule(in_channels, prior_channels)
