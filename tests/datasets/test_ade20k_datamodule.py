@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vitadapter.data import ADE20K_CLASSES, SYNTHETIC_CLASS_NAMES, ADE20KDataModule
-from vitadapter.data.loaders import seed_worker_transform
+from vitadapter.data.loaders import rank_seed, seed_worker_transform, train_loader
 from vitadapter.data.seg_transforms import build_train_transform
 
 SYNTH = {"num_train": 4, "num_val": 2, "image_size": 64, "seed": 0}
@@ -126,6 +126,31 @@ def test_train_loader_with_worker_processes(tmp_path: Path) -> None:
     dm.prepare_data()
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert loader.persistent_workers and loader.worker_init_fn is seed_worker_transform
+    assert loader.persistent_workers and loader.worker_init_fn.func is seed_worker_transform
+    assert loader.worker_init_fn.keywords == {"rank": 0}  # no trainer attached
     names = [n for batch in loader for n in batch["name"]]
     assert sorted(names) == [f"ADE_train_{i:08d}" for i in range(1, 5)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_two_ranks_draw_different_augmentations_from_one_seed(tmp_path: Path, num_workers: int) -> None:
+    dm = _dm(tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+
+    def crops(rank: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(42)  # what seed_everything leaves on every rank
+        # in the main process (num_workers=0) the pipeline's own seed is what the datamodule derives per rank
+        dm.train_set.transform.set_random_seed(rank_seed(torch.initial_seed(), rank))
+        loader = train_loader(dm.train_set, 2, num_workers, False, "training", rank=rank)
+        return {name: image for batch in loader for name, image in zip(batch["name"], batch["image"])}
+
+    rank0, rank0_again, rank1 = crops(0), crops(0), crops(1)
+    assert rank0.keys() == rank1.keys() == rank0_again.keys()
+    assert all(torch.equal(rank0[n], rank0_again[n]) for n in rank0)  # reproducible per rank
+    assert not any(torch.equal(rank0[n], rank1[n]) for n in rank0)  # but different between ranks
+
+
+def test_rank_zero_keeps_the_seed_so_single_process_runs_are_unchanged() -> None:
+    assert rank_seed(42, 0) == 42 and rank_seed(2**32 + 5, 0) == 5
+    assert len({rank_seed(42, r) for r in range(8)}) == 8

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_dataset import ADE20KDataset
-from vitadapter.data.loaders import eval_loader, floats, plain, train_loader
+from vitadapter.data.loaders import eval_loader, floats, global_rank, plain, rank_seed, train_loader
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform, build_val_transform
 from vitadapter.data.synthetic.ade20k_writer import (
     SYNTHETIC_CLASS_NAMES,
@@ -160,8 +160,8 @@ class ADE20KDataModule(L.LightningDataModule):
                 mean=self.mean,
                 std=self.std,
                 ignore_index=self.ignore_index,
-                # follows seed_everything when num_workers == 0; workers reseed in seed_worker_transform
-                seed=torch.initial_seed() % 2**32,
+                # follows seed_everything (per rank) when num_workers == 0; workers reseed in seed_worker_transform
+                seed=rank_seed(torch.initial_seed(), global_rank(self)),
             )
             self.train_set = self._dataset("training", train_tf)
         if self.val_set is None:
@@ -173,7 +173,7 @@ class ADE20KDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         return train_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory,
-                            source=f"{self.root}/images/training")
+                            source=f"{self.root}/images/training", rank=global_rank(self))
 
     def val_dataloader(self) -> DataLoader:
         """Ordered loader whose batches are lists (images rescaled, masks at original size)."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
@@ -38,25 +41,46 @@ def checked_range(values: Sequence[float] | None, name: str) -> tuple[float, flo
     return low, high
 
 
-def seed_worker_transform(worker_id: int) -> None:
+def rank_seed(seed: int, rank: int) -> int:
+    """A 32-bit augmentation seed for one DDP rank: distinct ranks get unrelated seeds from one `seed`.
+
+    `seed_everything` gives every rank the same global seed, so anything seeded from it alone (torch's
+    per-worker seeds included) draws the same augmentations on every rank; NumPy's SeedSequence mixes
+    in the rank. Rank 0 keeps `seed` itself, so single-process runs draw what they always drew.
+    """
+    if rank == 0:
+        return seed % 2**32
+    return int(np.random.SeedSequence([seed % 2**32, rank]).generate_state(1)[0])
+
+
+def global_rank(datamodule: L.LightningDataModule) -> int:
+    """The rank of the process a datamodule runs in (0 until a trainer is attached)."""
+    trainer = getattr(datamodule, "trainer", None)
+    return trainer.global_rank if trainer is not None else 0
+
+
+def seed_worker_transform(worker_id: int, rank: int = 0) -> None:
     """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
 
     Albumentations keeps private random generators that forked workers would otherwise share, so
     every worker would draw the same augmentations. ``torch.initial_seed()`` inside a worker is
-    torch's per-worker (and per-epoch) seed, which ``seed_everything`` makes reproducible.
+    torch's per-worker (and per-epoch) seed, which ``seed_everything`` makes reproducible and equal
+    on every rank; `rank` makes it differ between ranks (this replaces Lightning's rank-aware
+    worker seeding, which Lightning adds only to loaders without a ``worker_init_fn``).
 
     Args:
         worker_id: Index of the worker (unused; the seed already differs per worker).
+        rank: the process's global rank.
     """
     info = get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None
     if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(torch.initial_seed() % 2**32)
+        transform.set_random_seed(rank_seed(torch.initial_seed(), rank))
 
 
 def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool, source: str,
-                 collate_fn: Callable | None = None) -> DataLoader:
-    """Shuffled, drop-last loader with per-worker augmentation seeds.
+                 collate_fn: Callable | None = None, rank: int = 0) -> DataLoader:
+    """Shuffled, drop-last loader with per-worker, per-rank augmentation seeds.
 
     Args:
         dataset: the training dataset.
@@ -65,6 +89,7 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory
         pin_memory: pin batches for faster host-to-GPU copies.
         source: the split's location, named in the error for a split smaller than a batch.
         collate_fn: batch assembly (None: torch's default stacking).
+        rank: the process's global rank (see `seed_worker_transform`).
 
     Returns:
         The DataLoader.
@@ -76,7 +101,7 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory
         )
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      worker_init_fn=seed_worker_transform, collate_fn=collate_fn)
+                      worker_init_fn=partial(seed_worker_transform, rank=rank), collate_fn=collate_fn)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool,
