@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -11,6 +11,7 @@ import torch
 from vitadapter.backbone import ViTBackbone
 from vitadapter.encoder import Encoder
 from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
+from vitadapter.tasks.loss_guard import check_finite_loss
 from vitadapter.tasks.optim import trainable_param_groups
 
 
@@ -56,6 +57,11 @@ class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def checked_loss(self, loss: torch.Tensor, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """The training loss, after stopping the run if it (on any rank) is not finite (see `check_finite_loss`)."""
+        check_finite_loss(self._trainer, loss, batch, batch_idx)
+        return loss
 
     def on_validation_start(self) -> None:
         """Merges a mergeable method into the frozen weights when `model.adapter.merge=true` (eval.py)."""

@@ -134,7 +134,7 @@ class DetectionTask(FrozenBackboneTask):
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        return loss
+        return self.checked_loss(loss, batch, batch_idx)
 
     def setup(self, stage: str) -> None:
         """Builds the COCO evaluator from the datamodule's ground truth and label map."""

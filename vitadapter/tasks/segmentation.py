@@ -83,7 +83,7 @@ class SegmentationTask(FrozenBackboneTask):
             self.log("train/loss_aux", aux_loss)
             loss = loss + self.aux_weight * aux_loss
         self.log("train/loss", loss, prog_bar=True)
-        return loss
+        return self.checked_loss(loss, batch, batch_idx)
 
     def _loss(self, logits: Tensor, mask: Tensor) -> Tensor:
         logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
