@@ -52,6 +52,39 @@ def register_restored_config(argv: list[str]) -> None:
             return
 
 
+ACCELERATOR_OF_DEVICE = {"cuda": "gpu", "mps": "mps", "cpu": "cpu"}
+
+
+def device_available(device_type: str) -> bool:
+    """Whether this machine has a device of `device_type` ("cuda", "mps", "cpu")."""
+    if device_type == "cuda":
+        return torch.cuda.is_available()
+    if device_type == "mps":
+        return torch.backends.mps.is_available()
+    return device_type == "cpu"
+
+
+def evaluation_accelerator(choice: str, trained_on: str | None) -> tuple[str, str]:
+    """The Lightning accelerator eval.py runs on, and why.
+
+    Args:
+        choice: `eval.accelerator`: "checkpoint", or an accelerator name to use as given.
+        trained_on: the device type recorded in the checkpoint ("cuda", "cpu", ...; None for
+            checkpoints written before it was recorded).
+
+    Returns:
+        (accelerator, reason), e.g. ("gpu", "the checkpoint was trained on cuda").
+    """
+    if choice != "checkpoint":
+        return choice, "eval.accelerator=" + choice
+    if trained_on is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return ACCELERATOR_OF_DEVICE[device], f"the checkpoint does not record its device; {device} is what this machine has"
+    if device_available(trained_on):
+        return ACCELERATOR_OF_DEVICE.get(trained_on, "cpu"), f"the checkpoint was trained on {trained_on}"
+    return "cpu", f"the checkpoint was trained on {trained_on}, which this machine does not have"
+
+
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     """Validates a checkpoint and writes metrics.json (and predictions) into the run directory.
 
@@ -74,7 +107,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     callbacks: list[L.Callback] = []
     if cfg.eval.save_predictions:
         callbacks.append(task.prediction_writer(output_dir / "predictions", datamodule))
-    trainer = build_trainer(cfg, callbacks=callbacks, logger=False)
+    accelerator, reason = evaluation_accelerator(cfg.eval.accelerator, cfg.get("trained_on"))
+    log.info("evaluating on %s (%s)", accelerator, reason)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=False, accelerator=accelerator)
     trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=False)
     metrics = {**task.summary_metrics(), **parameter_counts(task)}
     if trainer.is_global_zero:

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from vitadapter.callbacks.preemption import Preemption
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.perf import run_cost
 from vitadapter.run.run_files import plot_training_curves, write_metrics_json
@@ -24,12 +25,15 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 def run_training(cfg: DictConfig) -> dict[str, Any]:
     """Trains, then validates the weights saved in `checkpoints/last.ckpt`.
 
+    A run stopped by a signal (see `Preemption`) has saved `checkpoints/last.ckpt` at the step it
+    reached and returns at once: no final validation, no `metrics.json`.
+
     Args:
         cfg: the composed train.yaml config.
 
     Returns:
         The flat metrics written to `metrics.json` (val/* of the final weights, params/*, and the run's
-        cost perf/*, ckpt/size_mb: see `vitadapter.run.perf`).
+        cost perf/*, ckpt/size_mb: see `vitadapter.run.perf`); empty when preempted.
     """
     if cfg.model.get("adapter") and cfg.model.adapter.get("merge"):
         raise ValueError("model.adapter.merge=true merges a trained method into the frozen weights for evaluation; "
@@ -38,6 +42,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule, task = build_datamodule_and_task(cfg)
     trainer = build_trainer(cfg)
+    # eval.py evaluates on this device type when its machine has one
+    task.run_config["trained_on"] = trainer.strategy.root_device.type
     params = parameter_counts(task)
     log.info("parameters: %d trainable of %d (%.2f%%): adapter %d, neck %d, head %d", params["params/trainable"],
              params["params/total"], params["params/trainable_pct"], params["params/trainable_adapter"],
@@ -46,6 +52,12 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    preemption = next((c for c in trainer.callbacks if isinstance(c, Preemption)), None)
+    if preemption is not None and preemption.stopped_at_step is not None:
+        if trainer.is_global_zero:
+            log.warning("training stopped by %s before max_steps: no final validation, no metrics.json",
+                        preemption.signal_name)
+        return {}
     # ModelCheckpoint's last.ckpt lags the final step when max_steps is not a validation step:
     # save the final weights explicitly, then validate exactly those.
     last = output_dir / "checkpoints" / "last.ckpt"
