@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vitadapter.callbacks.preemption import Preemption
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
+from vitadapter.run.launch_checks import refuse_ddp_sweep_on_basic_launcher
 from vitadapter.run.perf import run_cost
 from vitadapter.run.run_files import plot_training_curves, write_metrics_json
 from vitadapter.utils.params import parameter_counts
@@ -38,6 +39,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.model.get("adapter") and cfg.model.adapter.get("merge"):
         raise ValueError("model.adapter.merge=true merges a trained method into the frozen weights for evaluation; "
                          "use it with eval.py (or scripts/export_merged.py), not train.py")
+    refuse_ddp_sweep_on_basic_launcher(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, task = build_datamodule_and_task(cfg)
