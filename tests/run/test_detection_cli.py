@@ -81,3 +81,14 @@ def test_detection_sweep_summary_and_ddp(tmp_path: Path, det_data_root: Path) ->
     run_cli("train.py", "experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"),
             "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=400)
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val/bbox_AP"] is not None
+
+
+def test_ddp_validation_scores_what_one_process_scores(det_demo_run: Path, tmp_path: Path) -> None:
+    checkpoint = det_demo_run / "checkpoints" / "last.ckpt"
+    results = {}
+    for trainer in ("cpu", "ddp_sim"):  # ddp_sim: the 3 validation images split 2 + 1 over two ranks
+        run_cli("eval.py", f"ckpt_path={checkpoint}", f"trainer={trainer}", f"hydra.run.dir={tmp_path / trainer}",
+                timeout=400)
+        results[trainer] = json.loads((tmp_path / trainer / "metrics.json").read_text())
+    assert {k: results["cpu"][k] for k in VAL_KEYS} == {k: results["ddp_sim"][k] for k in VAL_KEYS}
+    assert results["cpu"]["val/bbox_AP"] is not None

@@ -97,12 +97,16 @@ def test_sweep_writes_summary(tmp_path: Path, seg_data_root: Path) -> None:
     assert (tmp_path / "sweep_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_ddp_sim_runs_two_processes(tmp_path: Path, seg_data_root: Path) -> None:
+def test_ddp_sim_validation_equals_single_process_validation(tmp_path: Path, seg_data_root: Path) -> None:
     run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "trainer=ddp_sim",
-            f"hydra.run.dir={tmp_path}", timeout=400)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert "val/mIoU" in metrics
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+            f"hydra.run.dir={tmp_path / 'train'}", timeout=400)
+    trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    # the 3 validation images split 2 + 1 over the two ranks; one CPU process scores all 3
+    run_cli("eval.py", f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}", "trainer=cpu",
+            f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {k: v for k, v in trained.items() if k.startswith("val/")} == \
+        {k: v for k, v in evaluated.items() if k.startswith("val/")}
 
 
 def test_unknown_config_key_is_refused(tmp_path: Path) -> None:
