@@ -14,6 +14,7 @@ from vitadapter.callbacks.preemption import Preemption
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.launch_checks import refuse_ddp_sweep_on_basic_launcher
 from vitadapter.run.perf import run_cost
+from vitadapter.run.resume import resume_checkpoint
 from vitadapter.run.run_files import plot_training_curves, write_metrics_json
 from vitadapter.utils.params import parameter_counts
 
@@ -53,7 +54,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), output_dir))
     preemption = next((c for c in trainer.callbacks if isinstance(c, Preemption)), None)
     if preemption is not None and preemption.stopped_at_step is not None:
         if trainer.is_global_zero:
