@@ -67,6 +67,14 @@ def test_eval_reproduces_training_and_writes_predictions(demo_run: Path, tmp_pat
     assert prediction.min() >= 1 and prediction.max() <= 8  # class index + 1
 
 
+def test_checkpoint_records_its_device_and_eval_reports_where_it_runs(demo_run: Path, tmp_path: Path) -> None:
+    checkpoint = demo_run / "checkpoints" / "last.ckpt"
+    config = torch.load(checkpoint, map_location="cpu", weights_only=False)["vitadapter"]["config"]
+    assert config["trained_on"] == "cpu"
+    proc = run_cli("eval.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path}")
+    assert "evaluating on cpu (the checkpoint was trained on cpu)" in proc.stdout + proc.stderr
+
+
 def test_eval_with_tta_and_overrides(demo_run: Path, tmp_path: Path) -> None:
     run_cli("eval.py", f"ckpt_path={demo_run / 'checkpoints' / 'last.ckpt'}", "eval.tta.flip=true",
             "eval.tta.scales=[0.75,1.0]", "model.inference.mode=slide", "model.inference.crop_size=48",
