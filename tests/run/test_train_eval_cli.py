@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.helpers import EXPERIMENTS, experiment_neck, run_cli, tiny_seg_overrides
 from vitadapter.utils.sweep_summary import COST_KEYS
 
 SEG_EXPERIMENTS = [e for e in EXPERIMENTS if "_seg" in e]
+
+
+def last_logged(run_dir: Path, key: str) -> float:
+    """The last value of `key` in a run's csv/metrics.csv (what the CSV logger recorded)."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
+    return float(values[-1])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +44,9 @@ def test_run_directory_holds_the_contracted_files(demo_run: Path) -> None:
     for key in ("val/mIoU", "val/aAcc", "val/mAcc", "params/trainable", "params/total", "params/trainable_pct"):
         assert key in metrics
     assert 0 < metrics["params/trainable"] < metrics["params/total"]
-    assert 0.0 <= metrics["val/aAcc"] <= 100.0
+    # the final figures are the ones the last validation logged
+    for key in ("val/mIoU", "val/aAcc", "val/mAcc"):
+        assert metrics[key] == pytest.approx(last_logged(demo_run, key), abs=1e-4)
 
 
 def test_checkpoint_holds_no_frozen_weights(demo_run: Path) -> None:
@@ -79,7 +90,14 @@ def test_eval_with_tta_and_overrides(demo_run: Path, tmp_path: Path) -> None:
     run_cli("eval.py", f"ckpt_path={demo_run / 'checkpoints' / 'last.ckpt'}", "eval.tta.flip=true",
             "eval.tta.scales=[0.75,1.0]", "model.inference.mode=slide", "model.inference.crop_size=48",
             "model.inference.stride=32", f"hydra.run.dir={tmp_path}")
-    assert 0.0 <= json.loads((tmp_path / "metrics.json").read_text())["val/mIoU"] <= 100.0
+    config = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
+    assert (config.eval.tta.flip, list(config.eval.tta.scales)) == (True, [0.75, 1.0])
+    inference = config.model.inference
+    assert (inference.mode, inference.crop_size, inference.stride) == ("slide", 48, 32)
+    # other windows, scales and flips than training's validation: other predictions, other figures
+    tta = json.loads((tmp_path / "metrics.json").read_text())
+    plain = json.loads((demo_run / "metrics.json").read_text())
+    assert tta["val/aAcc"] != plain["val/aAcc"]
 
 
 # demo_seg runs in demo_run; demo_seg_vit_adapter in test_vit_adapter_cli
@@ -88,7 +106,8 @@ def test_two_step_run_of_every_other_segmentation_experiment(experiment: str, tm
                                                              seg_data_root: Path) -> None:
     run_cli("train.py", f"experiment={experiment}", *tiny_seg_overrides(seg_data_root, experiment_neck(experiment)),
             f"hydra.run.dir={tmp_path}")
-    assert "val/mIoU" in json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val/mIoU"] == pytest.approx(last_logged(tmp_path, "val/mIoU"), abs=1e-4)
 
 
 def test_sweep_writes_summary(tmp_path: Path, seg_data_root: Path) -> None:
