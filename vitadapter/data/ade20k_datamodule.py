@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_dataset import ADE20KDataset
-from vitadapter.data.loaders import eval_loader, floats, global_rank, plain, rank_seed, train_loader
+from vitadapter.data.loaders import eval_loader, floats, global_rank, main_process_seed, plain, train_loader
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform, build_val_transform
 from vitadapter.data.synthetic.ade20k_writer import (
     SYNTHETIC_CLASS_NAMES,
@@ -160,8 +159,7 @@ class ADE20KDataModule(L.LightningDataModule):
                 mean=self.mean,
                 std=self.std,
                 ignore_index=self.ignore_index,
-                # follows seed_everything (per rank) when num_workers == 0; workers reseed in seed_worker_transform
-                seed=rank_seed(torch.initial_seed(), global_rank(self)),
+                seed=main_process_seed(self),
             )
             self.train_set = self._dataset("training", train_tf)
         if self.val_set is None:

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file
-from vitadapter.data.loaders import eval_loader, floats, global_rank, plain, rank_seed, train_loader
+from vitadapter.data.loaders import eval_loader, floats, global_rank, main_process_seed, plain, train_loader
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitadapter.data.synthetic.coco_writer import (
@@ -194,8 +193,7 @@ class COCODataModule(L.LightningDataModule):
                 scale_range=self.scale_range,
                 mean=self.mean,
                 std=self.std,
-                # follows seed_everything (per rank) when num_workers == 0; workers reseed in seed_worker_transform
-                seed=rank_seed(torch.initial_seed(), global_rank(self)),
+                seed=main_process_seed(self),
             )
             self.train_set = COCODetectionDataset(
                 self.root, self.train_split, transform=train_tf, skip_empty=self.skip_empty_train

@@ -59,6 +59,14 @@ def global_rank(datamodule: L.LightningDataModule) -> int:
     return trainer.global_rank if trainer is not None else 0
 
 
+def main_process_seed(datamodule: L.LightningDataModule) -> int:
+    """The seed of a datamodule's training pipeline as the main process uses it (num_workers == 0).
+
+    It follows `seed_everything`, per rank; worker processes reseed in `seed_worker_transform`.
+    """
+    return rank_seed(torch.initial_seed(), global_rank(datamodule))
+
+
 def seed_worker_transform(worker_id: int, rank: int = 0) -> None:
     """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
 
