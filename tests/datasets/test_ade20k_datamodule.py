@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vitadapter.data import ADE20K_CLASSES, SYNTHETIC_CLASS_NAMES, ADE20KDataModule
-from vitadapter.data.loaders import rank_seed, seed_worker_transform, train_loader
+from vitadapter.data.loaders import train_loader
+from vitadapter.data.resumable_loading import keyed_index, sample_seed
 from vitadapter.data.seg_transforms import build_train_transform
 
 SYNTH = {"num_train": 4, "num_val": 2, "image_size": 64, "seed": 0}
@@ -106,51 +107,40 @@ def test_errors_for_bad_configuration(tmp_path: Path) -> None:
         dm.train_dataloader()
 
 
-def test_worker_seeding_differs_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    mask = np.zeros((64, 64), np.uint8)
-    outputs = []
-    for worker_seed in (10, 11):
-        tf = build_train_transform(32, scale=(64, 64), seed=0)
-        dataset = type("D", (), {"transform": tf})()
-        info = type("WorkerInfo", (), {"dataset": dataset})
-        monkeypatch.setattr("vitadapter.data.loaders.get_worker_info", lambda info=info: info)
-        monkeypatch.setattr(torch, "initial_seed", lambda s=worker_seed: s)
-        seed_worker_transform(0)
-        outputs.append(tf(image=image, mask=mask)["image"])
-    assert not np.array_equal(outputs[0], outputs[1])
+def _crops(dm: ADE20KDataModule, num_workers: int, rank: int = 0, num_ranks: int = 1,
+           epoch: int = 0) -> dict[str, torch.Tensor]:
+    """Every image of one epoch of a training loader, by name."""
+    loader = train_loader(dm.train_set, 1, num_workers, False, "training", seed=42, rank=rank, num_ranks=num_ranks)
+    loader.sampler.set_epoch(epoch)
+    return {name: image for batch in loader for name, image in zip(batch["name"], batch["image"])}
 
 
-def test_train_loader_with_worker_processes(tmp_path: Path) -> None:
-    dm = _dm(tmp_path, num_workers=2)
-    dm.prepare_data()
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    assert loader.persistent_workers and loader.worker_init_fn.func is seed_worker_transform
-    assert loader.worker_init_fn.keywords == {"rank": 0}  # no trainer attached
-    names = [n for batch in loader for n in batch["name"]]
-    assert sorted(names) == [f"ADE_train_{i:08d}" for i in range(1, 5)]
-
-
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_two_ranks_draw_different_augmentations_from_one_seed(tmp_path: Path, num_workers: int) -> None:
+def test_augmentations_depend_on_the_sample_not_on_worker_processes(tmp_path: Path) -> None:
     dm = _dm(tmp_path)
     dm.prepare_data()
     dm.setup("fit")
-
-    def crops(rank: int) -> dict[str, torch.Tensor]:
-        torch.manual_seed(42)  # what seed_everything leaves on every rank
-        # in the main process (num_workers=0) the pipeline's own seed is what the datamodule derives per rank
-        dm.train_set.transform.set_random_seed(rank_seed(torch.initial_seed(), rank))
-        loader = train_loader(dm.train_set, 2, num_workers, False, "training", rank=rank)
-        return {name: image for batch in loader for name, image in zip(batch["name"], batch["image"])}
-
-    rank0, rank0_again, rank1 = crops(0), crops(0), crops(1)
-    assert rank0.keys() == rank1.keys() == rank0_again.keys()
-    assert all(torch.equal(rank0[n], rank0_again[n]) for n in rank0)  # reproducible per rank
-    assert not any(torch.equal(rank0[n], rank1[n]) for n in rank0)  # but different between ranks
+    in_process, two_workers = _crops(dm, 0), _crops(dm, 2)
+    assert sorted(in_process) == [f"ADE_train_{i:08d}" for i in range(1, 5)]
+    assert all(torch.equal(in_process[n], two_workers[n]) for n in in_process)
+    next_epoch = _crops(dm, 0, epoch=1)
+    assert not any(torch.equal(in_process[n], next_epoch[n]) for n in in_process)
 
 
-def test_rank_zero_keeps_the_seed_so_single_process_runs_are_unchanged() -> None:
-    assert rank_seed(42, 0) == 42 and rank_seed(2**32 + 5, 0) == 5
-    assert len({rank_seed(42, r) for r in range(8)}) == 8
+def test_two_ranks_draw_different_augmentations_from_one_seed() -> None:
+    seeds = {sample_seed(42, rank, epoch=0, index=3) for rank in range(8)}
+    assert len(seeds) == 8
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    crops = []
+    for rank in (0, 1):
+        tf = build_train_transform(32, scale=(64, 64), seed=0)
+        keyed_index((3, sample_seed(42, rank, 0, 3)), tf)
+        crops.append(tf(image=image, mask=np.zeros((64, 64), np.uint8))["image"])
+    assert not np.array_equal(crops[0], crops[1])
+
+
+def test_ranks_split_the_training_set(tmp_path: Path) -> None:
+    dm = _dm(tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    rank0, rank1 = _crops(dm, 0, rank=0, num_ranks=2), _crops(dm, 0, rank=1, num_ranks=2)
+    assert len(rank0) == len(rank1) == 2 and not rank0.keys() & rank1.keys()

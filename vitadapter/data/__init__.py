@@ -2,7 +2,6 @@
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_datamodule import ADE20KDataModule, collate_as_lists
-from vitadapter.data.loaders import seed_worker_transform
 from vitadapter.data.ade20k_dataset import ADE20KDataset, reduce_zero_label, restore_zero_label
 from vitadapter.data.seg_transforms import (
     IMAGENET_MEAN,
@@ -43,7 +42,6 @@ __all__ = [
     "reduce_zero_label",
     "render_scene",
     "restore_zero_label",
-    "seed_worker_transform",
     "write_synthetic_ade20k",
 ]
 

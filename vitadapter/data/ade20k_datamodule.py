@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_dataset import ADE20KDataset
-from vitadapter.data.loaders import eval_loader, floats, global_rank, main_process_seed, plain, train_loader
+from vitadapter.data.loaders import eval_loader, floats, plain, train_loader, training_shard
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform, build_val_transform
 from vitadapter.data.synthetic.ade20k_writer import (
     SYNTHETIC_CLASS_NAMES,
@@ -159,7 +160,7 @@ class ADE20KDataModule(L.LightningDataModule):
                 mean=self.mean,
                 std=self.std,
                 ignore_index=self.ignore_index,
-                seed=main_process_seed(self),
+                seed=torch.initial_seed(),  # training samples reseed it (see resumable_loading)
             )
             self.train_set = self._dataset("training", train_tf)
         if self.val_set is None:
@@ -171,7 +172,7 @@ class ADE20KDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         return train_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory,
-                            source=f"{self.root}/images/training", rank=global_rank(self))
+                            source=f"{self.root}/images/training", **training_shard(self))
 
     def val_dataloader(self) -> DataLoader:
         """Ordered loader whose batches are lists (images rescaled, masks at original size)."""

@@ -20,6 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from vitadapter.data.resumable_loading import SampleKey, keyed_index
+
 SPLITS: tuple[str, ...] = ("training", "validation")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".png"
@@ -211,12 +213,13 @@ class ADE20KDataset(Dataset):
             )
         return mask
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Return ``{"image", "mask", "name"}`` for item ``index``.
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        """Return ``{"image", "mask", "name"}`` for an item index (or a training sampler's (index, seed) key).
 
         Without a transform, image and mask are the decoded numpy arrays; with one, they are tensors
         (image float 3×H×W, mask int64 H×W).
         """
+        index = keyed_index(key, self.transform)
         image = self.load_image(index)
         mask = self.load_label(index)
         if image.shape[:2] != mask.shape[:2]:

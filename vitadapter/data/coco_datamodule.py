@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file
-from vitadapter.data.loaders import eval_loader, floats, global_rank, main_process_seed, plain, train_loader
+from vitadapter.data.loaders import eval_loader, floats, plain, train_loader, training_shard
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitadapter.data.synthetic.coco_writer import (
@@ -193,7 +194,7 @@ class COCODataModule(L.LightningDataModule):
                 scale_range=self.scale_range,
                 mean=self.mean,
                 std=self.std,
-                seed=main_process_seed(self),
+                seed=torch.initial_seed(),  # training samples reseed it (see resumable_loading)
             )
             self.train_set = COCODetectionDataset(
                 self.root, self.train_split, transform=train_tf, skip_empty=self.skip_empty_train
@@ -210,7 +211,8 @@ class COCODataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         return train_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory,
-                            source=f"{self.train_split} of {self.root}", collate_fn=collate_detection, rank=global_rank(self))
+                            source=f"{self.train_split} of {self.root}", collate_fn=collate_detection,
+                            **training_shard(self))
 
     def val_dataloader(self) -> DataLoader:
         """Ordered loader; under DDP each image goes to exactly one rank (Lightning's UnrepeatedDistributedSampler)."""

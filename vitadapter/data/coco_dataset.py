@@ -30,6 +30,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from vitadapter.data.resumable_loading import SampleKey, keyed_index
+
 log = logging.getLogger(__name__)
 
 EXPECTED_LAYOUT = """\
@@ -292,8 +294,10 @@ class COCODetectionDataset(Dataset):
             return np.zeros((0, h, w), dtype=np.uint8)
         return np.stack([decode_segmentation(s, h, w) for s in rec["segms"]])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Return ``{"image", "target": {"boxes", "labels"[, "masks"]}, "image_id", "orig_size", "scale"}``."""
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        """Return ``{"image", "target": {"boxes", "labels"[, "masks"]}, "image_id", "orig_size", "scale"}`` for an
+        item index (or a training sampler's (index, seed) key)."""
+        index = keyed_index(key, self.transform)
         rec = self.record(index)
         image = self.load_image(index)
         masks = self.load_masks(index) if self.with_masks else None

@@ -145,7 +145,7 @@ class DetectionTransform:
         self.min_box_size = float(min_box_size)
 
     def set_random_seed(self, seed: int | None) -> None:
-        """Reseed the pipeline (called per DataLoader worker by ``seed_worker_transform``)."""
+        """Reseed the pipeline (per training sample, see ``resumable_loading.keyed_index``)."""
         self.compose.set_random_seed(seed)
 
     def __call__(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from vitadapter.data.distributed import unrepeated_sampler
+from vitadapter.data.resumable_loading import ResumableDataLoader, ResumableShardSampler
 
 
 def plain(value: Any) -> Any:
@@ -41,54 +40,28 @@ def checked_range(values: Sequence[float] | None, name: str) -> tuple[float, flo
     return low, high
 
 
-def rank_seed(seed: int, rank: int) -> int:
-    """A 32-bit augmentation seed for one DDP rank: distinct ranks get unrelated seeds from one `seed`.
-
-    `seed_everything` gives every rank the same global seed, so anything seeded from it alone (torch's
-    per-worker seeds included) draws the same augmentations on every rank; NumPy's SeedSequence mixes
-    in the rank. Rank 0 keeps `seed` itself, so single-process runs draw what they always drew.
-    """
-    if rank == 0:
-        return seed % 2**32
-    return int(np.random.SeedSequence([seed % 2**32, rank]).generate_state(1)[0])
-
-
 def global_rank(datamodule: L.LightningDataModule) -> int:
     """The rank of the process a datamodule runs in (0 until a trainer is attached)."""
     trainer = getattr(datamodule, "trainer", None)
     return trainer.global_rank if trainer is not None else 0
 
 
-def main_process_seed(datamodule: L.LightningDataModule) -> int:
-    """The seed of a datamodule's training pipeline as the main process uses it (num_workers == 0).
-
-    It follows `seed_everything`, per rank; worker processes reseed in `seed_worker_transform`.
-    """
-    return rank_seed(torch.initial_seed(), global_rank(datamodule))
-
-
-def seed_worker_transform(worker_id: int, rank: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
-
-    Albumentations keeps private random generators that forked workers would otherwise share, so
-    every worker would draw the same augmentations. ``torch.initial_seed()`` inside a worker is
-    torch's per-worker (and per-epoch) seed, which ``seed_everything`` makes reproducible and equal
-    on every rank; `rank` makes it differ between ranks (this replaces Lightning's rank-aware
-    worker seeding, which Lightning adds only to loaders without a ``worker_init_fn``).
-
-    Args:
-        worker_id: Index of the worker (unused; the seed already differs per worker).
-        rank: the process's global rank.
-    """
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(rank_seed(torch.initial_seed(), rank))
+def training_shard(datamodule: L.LightningDataModule) -> dict[str, int]:
+    """`train_loader`'s seed, rank and num_ranks for the process a datamodule runs in (1 rank until a
+    trainer is attached); the seed is `seed_everything`'s, equal on every rank."""
+    trainer = getattr(datamodule, "trainer", None)
+    return {"seed": torch.initial_seed(), "rank": global_rank(datamodule),
+            "num_ranks": trainer.world_size if trainer is not None else 1}
 
 
 def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool, source: str,
-                 collate_fn: Callable | None = None, rank: int = 0) -> DataLoader:
-    """Shuffled, drop-last loader with per-worker, per-rank augmentation seeds.
+                 collate_fn: Callable | None = None, seed: int = 0, rank: int = 0,
+                 num_ranks: int = 1) -> ResumableDataLoader:
+    """Shuffled, drop-last loader that a checkpoint can stop and restart at any batch (see `resumable_loading`).
+
+    The sampler is already distributed (one shard per rank; Lightning keeps it under DDP), shuffles by
+    `seed` + epoch and seeds every sample's augmentations from `seed`, the rank, the epoch and the image.
+    A private generator draws the worker base seed, so iterating the loader leaves the global RNG alone.
 
     Args:
         dataset: the training dataset.
@@ -97,23 +70,32 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory
         pin_memory: pin batches for faster host-to-GPU copies.
         source: the split's location, named in the error for a split smaller than a batch.
         collate_fn: batch assembly (None: torch's default stacking).
-        rank: the process's global rank (see `seed_worker_transform`).
+        seed: the run's seed (equal on every rank).
+        rank: the process's global rank.
+        num_ranks: the number of processes (the sampler's shards).
 
     Returns:
         The DataLoader.
     """
-    if len(dataset) < batch_size:
+    sampler = ResumableShardSampler(dataset, num_replicas=num_ranks, rank=rank, shuffle=True, seed=seed)
+    if len(sampler) < batch_size:
+        per_rank = f" ({len(sampler)} per rank of {num_ranks})" if num_ranks > 1 else ""
         raise ValueError(
-            f"the training split {source} has {len(dataset)} usable images, fewer than batch_size={batch_size}; "
-            "with drop_last=True no batch would be produced. Lower data.batch_size."
+            f"the training split {source} has {len(dataset)} usable images{per_rank}, fewer than "
+            f"batch_size={batch_size}; with drop_last=True no batch would be produced. Lower data.batch_size."
         )
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      worker_init_fn=partial(seed_worker_transform, rank=rank), collate_fn=collate_fn)
+    return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+                               pin_memory=pin_memory, persistent_workers=num_workers > 0, collate_fn=collate_fn,
+                               generator=torch.Generator().manual_seed(seed))
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool,
                 collate_fn: Callable) -> DataLoader:
-    """In-order loader; under DDP every image goes to exactly one rank (see `unrepeated_sampler`)."""
+    """In-order loader; under DDP every image goes to exactly one rank (see `unrepeated_sampler`).
+
+    Its own generator keeps validation inside a training run from drawing on the global RNG, which would
+    make a run resumed from a checkpoint saved just before a validation draw differently.
+    """
     return DataLoader(dataset, batch_size=batch_size, sampler=unrepeated_sampler(dataset), num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0, collate_fn=collate_fn)
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0, collate_fn=collate_fn,
+                      generator=torch.Generator())
