@@ -94,12 +94,24 @@ def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn", neck: str |
     ]
 
 
+def _cli_env() -> dict[str, str]:
+    # an explicit OMP_NUM_THREADS wins (e.g. 1 while another job holds the cores: spinning threads slow torch 10x)
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+
+def start_cli(script: str, *args: str, out: Path) -> subprocess.Popen:
+    """Starts an entry point in a session of its own (its DDP ranks included), stdout and stderr going to `out`;
+    stop it with os.killpg(proc.pid, signal)."""
+    with open(out, "w") as f:
+        return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=_cli_env(), stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def run_cli(script: str, *args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs an entry point (`train.py`, `eval.py`, ...) as a user would and returns the finished process."""
-    # an explicit OMP_NUM_THREADS wins (e.g. 1 while another job holds the cores: spinning threads slow torch 10x)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=_cli_env(), capture_output=True, text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")

@@ -14,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 
-from tests.helpers import ROOT, run_cli, tiny_seg_overrides
+from tests.helpers import run_cli, start_cli, tiny_seg_overrides
 from vitadapter.callbacks.preemption import Preemption
 
 MAX_STEPS = 10000
@@ -29,11 +29,7 @@ def _long_run_overrides(data_root: Path) -> list[str]:
 def _start_train(run_dir: Path, data_root: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     """Starts train.py in its own session (its DDP ranks included); returns the process and its output file."""
     out = run_dir.parent / f"{run_dir.name}.out"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    with open(out, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *_long_run_overrides(data_root), *extra,
-                                 f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = start_cli("train.py", *_long_run_overrides(data_root), *extra, f"hydra.run.dir={run_dir}", out=out)
     return proc, out
 
 
