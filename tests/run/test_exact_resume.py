@@ -18,10 +18,10 @@ from vitadapter.data.loaders import train_loader
 TRAIN_IMAGES, BATCH, MAX_STEPS = 10, 2, 14  # 5 batches an epoch: the run crosses two epoch boundaries
 
 
-def _overrides(data_root: Path) -> list[str]:
+def _overrides(data_root: Path, trainer: str = "cpu") -> list[str]:
     tiny = [o for o in tiny_seg_overrides(data_root)
             if not o.startswith(("trainer.max_steps", "trainer.val_check", "data.synthetic", "data.num_workers"))]
-    return ["experiment=demo_seg", *tiny, f"data.synthetic={{num_train:{TRAIN_IMAGES},num_val:2,image_size:64,seed:0}}",
+    return ["experiment=demo_seg", *tiny, f"trainer={trainer}", f"data.synthetic={{num_train:{TRAIN_IMAGES},num_val:2,image_size:64,seed:0}}",
             # bottleneck adapters with dropout: training steps draw from the global RNG, which resume must restore
             "model/adapter=bottleneck", "model.adapter.bottleneck_dim=8", "model.adapter.dropout=0.1",
             # persistent worker processes, whose prefetched batches a kill throws away
@@ -34,10 +34,10 @@ def _checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _kill_after_step(run_dir: Path, data_root: Path, step: int, timeout: float = 180) -> int:
+def _kill_after_step(overrides: list[str], run_dir: Path, step: int, timeout: float = 180) -> int:
     """Starts train.py, SIGKILLs it (all its processes) once last.ckpt has passed `step`; the step saved."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = start_cli("train.py", *_overrides(data_root), f"hydra.run.dir={run_dir}", out=run_dir.parent / "killed.out")
+    proc = start_cli("train.py", *overrides, f"hydra.run.dir={run_dir}", out=run_dir.parent / "killed.out")
     deadline = time.monotonic() + timeout
     while not (last.is_file() and _checkpoint(last)["global_step"] >= step):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -51,12 +51,14 @@ def _kill_after_step(run_dir: Path, data_root: Path, step: int, timeout: float =
     return saved
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    data_root = tmp_path / "data"
+@pytest.mark.parametrize("trainer", ["cpu", pytest.param("ddp_sim", marks=pytest.mark.slow)])
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path: Path, trainer: str) -> None:
+    overrides = _overrides(tmp_path / "data", trainer)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run_cli("train.py", *_overrides(data_root), f"hydra.run.dir={whole}")
-    saved = _kill_after_step(killed, data_root, step=TRAIN_IMAGES // BATCH + 1)  # inside the second epoch
-    run_cli("train.py", *_overrides(data_root), "ckpt_path=last", f"hydra.run.dir={killed}")
+    run_cli("train.py", *overrides, f"hydra.run.dir={whole}")
+    ranks = 2 if trainer == "ddp_sim" else 1
+    saved = _kill_after_step(overrides, killed, step=TRAIN_IMAGES // (BATCH * ranks) + 1)  # in the second epoch
+    run_cli("train.py", *overrides, "ckpt_path=last", f"hydra.run.dir={killed}")
 
     expected, resumed = (_checkpoint(d / "checkpoints" / "last.ckpt") for d in (whole, killed))
     assert resumed["global_step"] == expected["global_step"] == MAX_STEPS
