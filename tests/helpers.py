@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -116,3 +117,10 @@ def run_cli(script: str, *args: str, cwd: Path = ROOT, check: bool = True, timeo
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def last_logged(run_dir: Path, key: str) -> float | None:
+    """The last value of `key` in a run's csv/metrics.csv (what the CSV logger recorded); None if never logged."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
+    return float(values[-1]) if values else None

@@ -8,12 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli, tiny_det_overrides
+from tests.helpers import last_logged, run_cli, tiny_det_overrides
 from vitadapter.metrics import evaluate_results_file
 from vitadapter.utils.sweep_summary import COST_KEYS
 
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VAL_KEYS = [f"val/{t}_{m}" for t in ("bbox", "segm") for m in AP_NAMES]
+
+
+def _assert_final_figures_were_logged(run_dir: Path, metrics: dict) -> None:
+    """metrics.json's COCO figures are the last validation's (None where COCOeval has none, never logged)."""
+    assert {k: metrics[k] for k in VAL_KEYS} == pytest.approx({k: last_logged(run_dir, k) for k in VAL_KEYS}, abs=1e-4)
 
 
 def test_run_directory_holds_the_contracted_files(det_demo_run: Path) -> None:
@@ -22,7 +27,7 @@ def test_run_directory_holds_the_contracted_files(det_demo_run: Path) -> None:
     assert (det_demo_run / "training_curves.png").stat().st_size > 1000
     metrics = json.loads((det_demo_run / "metrics.json").read_text())
     assert set(VAL_KEYS) <= set(metrics) and 0 < metrics["params/trainable"] < metrics["params/total"]
-    assert all(metrics[k] is None or 0.0 <= metrics[k] <= 100.0 for k in VAL_KEYS)
+    _assert_final_figures_were_logged(det_demo_run, metrics)
     assert metrics["val/bbox_AP"] is not None  # the validation images hold ground truth
     header = (det_demo_run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/loss_mask", "train/loss_objectness", "val/bbox_AP"} <= set(header)
@@ -65,8 +70,7 @@ def test_eval_reproduces_training_and_predictions_json_reproduces_eval(det_demo_
 
 def test_two_step_coco_det_run(tmp_path: Path, det_data_root: Path) -> None:
     run_cli("train.py", "experiment=coco_det", *tiny_det_overrides(det_data_root), f"hydra.run.dir={tmp_path}")
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(VAL_KEYS) <= set(metrics)
+    _assert_final_figures_were_logged(tmp_path, json.loads((tmp_path / "metrics.json").read_text()))
 
 
 @pytest.mark.slow
@@ -78,9 +82,12 @@ def test_detection_sweep_summary_and_ddp(tmp_path: Path, det_data_root: Path) ->
     assert lines[0].split(",") == ["job", "method", "params/trainable", "params/total", "val/bbox_AP",
                                    "val/segm_AP", *COST_KEYS]
     assert [line.split(",")[1] for line in lines[1:]] == ["bitfit", "ssf"]
+    for job, line in enumerate(lines[1:]):  # the summary holds each point's final figures
+        point = json.loads((tmp_path / "sweep" / str(job) / "metrics.json").read_text())
+        assert float(line.split(",")[4]) == pytest.approx(point["val/bbox_AP"], abs=5e-3)
     run_cli("train.py", "experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"),
             "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=400)
-    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val/bbox_AP"] is not None
+    _assert_final_figures_were_logged(tmp_path / "ddp", json.loads((tmp_path / "ddp" / "metrics.json").read_text()))
 
 
 def test_ddp_validation_scores_what_one_process_scores(det_demo_run: Path, tmp_path: Path) -> None:

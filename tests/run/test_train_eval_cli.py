@@ -12,17 +12,10 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.helpers import EXPERIMENTS, experiment_neck, run_cli, tiny_seg_overrides
+from tests.helpers import last_logged, EXPERIMENTS, experiment_neck, run_cli, tiny_seg_overrides
 from vitadapter.utils.sweep_summary import COST_KEYS
 
 SEG_EXPERIMENTS = [e for e in EXPERIMENTS if "_seg" in e]
-
-
-def last_logged(run_dir: Path, key: str) -> float:
-    """The last value of `key` in a run's csv/metrics.csv (what the CSV logger recorded)."""
-    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
-        values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
-    return float(values[-1])
 
 
 @pytest.fixture(scope="module")
