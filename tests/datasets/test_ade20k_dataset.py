@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from vitadapter.data.ade20k_dataset import ADE20KDataset, reduce_zero_label, restore_zero_label
+from vitadapter.data.bad_samples import BadSampleError
 from vitadapter.data.seg_transforms import build_train_transform, build_val_transform
 from vitadapter.data.synthetic import write_synthetic_ade20k
 
@@ -99,7 +100,7 @@ def test_size_mismatch_names_both_files(root: Path) -> None:
 def test_unreadable_image_names_the_file(root: Path) -> None:
     _image(root).write_bytes(b"not a jpeg")
     ds = ADE20KDataset(root, "training", num_classes=8)
-    with pytest.raises(OSError, match="ADE_train_00000001.jpg"):
+    with pytest.raises(BadSampleError, match=r"ADE_train_00000001\.jpg: cannot decode the image: not an image"):
         ds[0]
 
 

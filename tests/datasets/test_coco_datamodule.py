@@ -60,8 +60,9 @@ def test_train_batch(synth_root: Path) -> None:
     dm = _dm(synth_root, scale_range=(0.5, 1.5))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"images", "targets", "image_ids", "orig_sizes", "scales"}
-    assert all(len(v) == 2 and isinstance(v, list) for v in batch.values())
+    assert set(batch) == {"images", "targets", "image_ids", "orig_sizes", "scales", "skipped"}
+    assert batch["skipped"] == []  # no bad file in the set
+    assert all(len(v) == 2 and isinstance(v, list) for k, v in batch.items() if k != "skipped")
     for image, target in zip(batch["images"], batch["targets"]):
         assert image.shape == (3, 64, 64)
         n = len(target["labels"])

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from vitadapter.data.bad_samples import BadSampleError
 from vitadapter.data.coco_dataset import COCODetectionDataset, decode_segmentation
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
 
@@ -175,7 +176,7 @@ def test_color_modes_and_unreadable_image(make_root: Callable[..., Path]) -> Non
     ds = COCODetectionDataset(root)
     assert all(ds.load_image(i).shape[2] == 3 for i in range(2))
     (root / "val2017" / "000000000139.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(OSError, match="000000000139.jpg"):
+    with pytest.raises(BadSampleError, match=r"000000000139\.jpg: cannot decode the image"):
         ds[_index_of(ds, 139)]
 
 

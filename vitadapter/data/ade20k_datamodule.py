@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_dataset import ADE20KDataset
+from vitadapter.data.bad_samples import skip_policy
 from vitadapter.data.loaders import eval_loader, floats, plain, train_loader, training_shard
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform, build_val_transform
 from vitadapter.data.synthetic.ade20k_writer import (
@@ -34,9 +35,10 @@ def collate_as_lists(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
         samples: Dataset items.
 
     Returns:
-        ``{"image": [3×h×w, ...], "mask": [H×W, ...], "name": [str, ...]}``.
+        ``{"image": [3×h×w, ...], "mask": [H×W, ...], "name": [str, ...]}`` (empty lists for no samples:
+        an evaluation batch whose images were all skipped as bad).
     """
-    return {key: [s[key] for s in samples] for key in samples[0]}
+    return {key: [s[key] for s in samples] for key in ("image", "mask", "name")}
 
 
 class ADE20KDataModule(L.LightningDataModule):
@@ -62,6 +64,10 @@ class ADE20KDataModule(L.LightningDataModule):
         synthetic: Keyword arguments of ``write_synthetic_ade20k`` (num_train, num_val, image_size,
             max_objects, seed); when set, ``prepare_data`` writes that set into ``root``.
         pin_memory: DataLoader ``pin_memory``.
+        skip_bad_samples: Skip bad files (a corrupt or truncated image or label, a label of another
+            size than its image, labels outside the classes) instead of raising: a training sample is
+            replaced by the next good one, an evaluation image is left out of the scores; both are
+            reported in metrics.json (see ``vitadapter.data.bad_samples``).
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class ADE20KDataModule(L.LightningDataModule):
         std: Sequence[float] | None = IMAGENET_STD,
         synthetic: Mapping[str, Any] | None = None,
         pin_memory: bool = False,
+        skip_bad_samples: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -110,6 +117,7 @@ class ADE20KDataModule(L.LightningDataModule):
         self.mean: tuple[float, ...] = floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
         self.std: tuple[float, ...] = floats(IMAGENET_STD if std is None else std, "std", 3)
         self.pin_memory = bool(pin_memory)
+        self.skip_bad_samples = bool(skip_bad_samples)
         self.train_set: ADE20KDataset | None = None
         self.val_set: ADE20KDataset | None = None
 
@@ -143,6 +151,7 @@ class ADE20KDataModule(L.LightningDataModule):
             reduce_zero_label=self.reduce_zero_label,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            on_bad_sample=skip_policy(self.skip_bad_samples, training=split == "training"),
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -6,7 +6,9 @@ Reads the official layout (also written by ``vitadapter.data.synthetic.write_syn
     root/annotations/{training,validation}/*.png    (same stem, uint8 labels 0..150, 0 = "other")
 
 Unlike mmsegmentation and detectron2, which silently drop or miscount out-of-range labels, every
-label map is checked against ``num_classes`` when it is read.
+label map is checked against ``num_classes`` when it is read. A bad file (corrupt or truncated, a label
+of another size than its image or with values outside the classes) raises ``BadSampleError`` naming it,
+or is skipped under a skipping policy (see ``vitadapter.data.bad_samples``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from vitadapter.data.bad_samples import bad_sample, check_policy, open_image, read_or_skip, read_rgb
 from vitadapter.data.resumable_loading import SampleKey, keyed_index
 
 SPLITS: tuple[str, ...] = ("training", "validation")
@@ -88,21 +90,6 @@ def _few(names: list[str]) -> str:
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
 
-def _open(path: Path, what: str) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"{what} {path} disappeared after the dataset was listed; was the folder moved or rewritten?"
-        ) from err
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise OSError(
-            f"cannot read {what} {path}: {err}. The file is corrupt or not an image; re-download or remove it."
-        ) from err
-    return img
-
-
 class ADE20KDataset(Dataset):
     """Images and label maps of one ADE20K split.
 
@@ -116,6 +103,8 @@ class ADE20KDataset(Dataset):
         ignore_index: Label value meaning "ignore".
         transform_mask: Whether the transform also sees the mask. None means True for "training" and
             False for "validation", where the image is rescaled but the mask stays at its original size.
+        on_bad_sample: What a bad file does (see ``vitadapter.data.bad_samples``): "raise" a
+            ``BadSampleError``; "replace" the sample by the next good one (training); "drop" it (evaluation).
     """
 
     def __init__(
@@ -127,6 +116,7 @@ class ADE20KDataset(Dataset):
         num_classes: int = 150,
         ignore_index: int = 255,
         transform_mask: bool | None = None,
+        on_bad_sample: str = "raise",
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -141,6 +131,7 @@ class ADE20KDataset(Dataset):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.transform_mask = (split == "training") if transform_mask is None else transform_mask
+        self.on_bad_sample = check_policy(on_bad_sample)
         self.image_paths, self.label_paths = self._index()
 
     def _index(self) -> tuple[list[Path], list[Path]]:
@@ -186,18 +177,15 @@ class ADE20KDataset(Dataset):
 
     def load_image(self, index: int) -> np.ndarray:
         """Decode image ``index`` as H×W×3 uint8 RGB (grayscale, palette and RGBA are converted)."""
-        path = self.image_paths[index]
-        img = _open(path, "image")
-        return np.array(img if img.mode == "RGB" else img.convert("RGB"))  # writable copy
+        return read_rgb(self.image_paths[index])
 
     def load_label(self, index: int) -> np.ndarray:
         """Decode label ``index`` as an H×W integer map, after ``reduce_zero_label`` if enabled, and check it."""
         path = self.label_paths[index]
-        img = _open(path, "label")
+        img = open_image(path, "label")
         if img.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"label {path} has PIL mode {img.mode!r}; labels must be single-channel class-index PNGs (mode L or P)."
-            )
+            raise bad_sample(path, f"the label has PIL mode {img.mode!r}, not a single-channel class-index PNG",
+                             "Save it as a class-index PNG (mode L or P)")
         mask = np.array(img)
         if mask.dtype.kind == "i" and mask.min(initial=0) >= 0 and mask.max(initial=0) <= np.iinfo(np.uint16).max:
             mask = mask.astype(np.uint16)  # mode I: keep an unsigned type that cv2 can resize
@@ -206,10 +194,11 @@ class ADE20KDataset(Dataset):
         bad = (mask != self.ignore_index) & ((mask < 0) | (mask >= self.num_classes))
         if bad.any():
             values = np.unique(mask[bad])
-            raise ValueError(
-                f"label {path} has values {_few([str(v) for v in values.tolist()])} outside [0, {self.num_classes})"
-                f" (after reduce_zero_label={self.reduce_zero_label}; ignore_index={self.ignore_index}). "
-                "Check num_classes and reduce_zero_label, or fix the file."
+            raise bad_sample(
+                path,
+                f"label values {_few([str(v) for v in values.tolist()])} outside [0, {self.num_classes})"
+                f" (after reduce_zero_label={self.reduce_zero_label}; ignore_index={self.ignore_index})",
+                "Check num_classes and reduce_zero_label, or fix the file",
             )
         return mask
 
@@ -217,15 +206,21 @@ class ADE20KDataset(Dataset):
         """Return ``{"image", "mask", "name"}`` for an item index (or a training sampler's (index, seed) key).
 
         Without a transform, image and mask are the decoded numpy arrays; with one, they are tensors
-        (image float 3×H×W, mask int64 H×W).
+        (image float 3×H×W, mask int64 H×W). Under a skipping policy, ``"skipped"`` lists the bad files
+        passed over, and a dropped item holds nothing else (see ``vitadapter.data.bad_samples``).
         """
         index = keyed_index(key, self.transform)
+        return read_or_skip(self._read, index, len(self), self.on_bad_sample, lambda: keyed_index(key, self.transform))
+
+    def _read(self, index: int) -> dict[str, Any]:
         image = self.load_image(index)
         mask = self.load_label(index)
         if image.shape[:2] != mask.shape[:2]:
-            raise ValueError(
-                f"size mismatch: image {self.image_paths[index]} is {image.shape[1]}x{image.shape[0]} (WxH) but "
-                f"label {self.label_paths[index]} is {mask.shape[1]}x{mask.shape[0]}. Fix or remove the pair."
+            raise bad_sample(
+                self.label_paths[index],
+                f"size mismatch: the label is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                f"{self.image_paths[index]} is {image.shape[1]}x{image.shape[0]}",
+                "Fix or remove the pair",
             )
         name = self.image_paths[index].stem
         if self.transform is None:

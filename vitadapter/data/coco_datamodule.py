@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from vitadapter.data.bad_samples import skip_policy
 from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file
 from vitadapter.data.loaders import eval_loader, floats, plain, train_loader, training_shard
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
@@ -78,6 +79,10 @@ class COCODataModule(L.LightningDataModule):
         synthetic: Keyword arguments of ``write_synthetic_coco`` (num_train, num_val, image_size,
             max_objects, seed); when set, ``prepare_data`` writes that set into ``root``.
         pin_memory: DataLoader ``pin_memory``.
+        skip_bad_samples: Skip images that cannot be decoded or whose size differs from the annotation
+            file instead of raising: a training sample is replaced by the next good one, an evaluation
+            image is left out of the scores; both are reported in metrics.json (see
+            ``vitadapter.data.bad_samples``).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class COCODataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         synthetic: Mapping[str, Any] | None = None,
         pin_memory: bool = False,
+        skip_bad_samples: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -116,6 +122,7 @@ class COCODataModule(L.LightningDataModule):
         self.mean: tuple[float, ...] = floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
         self.std: tuple[float, ...] = floats(IMAGENET_STD if std is None else std, "std", 3)
         self.pin_memory = bool(pin_memory)
+        self.skip_bad_samples = bool(skip_bad_samples)
         self.train_set: COCODetectionDataset | None = None
         self.val_set: COCODetectionDataset | None = None
         self._categories: list[tuple[int, str]] | None = None
@@ -197,13 +204,15 @@ class COCODataModule(L.LightningDataModule):
                 seed=torch.initial_seed(),  # training samples reseed it (see resumable_loading)
             )
             self.train_set = COCODetectionDataset(
-                self.root, self.train_split, transform=train_tf, skip_empty=self.skip_empty_train
+                self.root, self.train_split, transform=train_tf, skip_empty=self.skip_empty_train,
+                on_bad_sample=skip_policy(self.skip_bad_samples, training=True),
             )
             self._check_categories(self.train_set)
         if self.val_set is None:
             val_tf = build_det_val_transform(self.image_size, mean=self.mean, std=self.std)
             # masks are not needed: COCOeval reads the ground truth from the annotation file
-            self.val_set = COCODetectionDataset(self.root, self.val_split, transform=val_tf, with_masks=False)
+            self.val_set = COCODetectionDataset(self.root, self.val_split, transform=val_tf, with_masks=False,
+                                                on_bad_sample=skip_policy(self.skip_bad_samples, training=False))
             self._check_categories(self.val_set)
 
     def train_dataloader(self) -> DataLoader:

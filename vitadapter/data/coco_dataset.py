@@ -9,6 +9,9 @@ The annotation file is parsed and indexed by ``pycocotools.coco.COCO``, checked 
 one byte buffer per dataset, so forked DataLoader workers do not copy hundreds of MB of Python dicts
 as they touch them (the copy-on-read problem detectron2's ``DatasetFromList(serialize=True)`` solves).
 Crowd annotations are left out of the targets (COCOeval reads them from the annotation file).
+Problems of the annotation file are errors when the dataset is built; an image that cannot be decoded or
+whose size differs from its annotation raises ``BadSampleError`` when it is read, or is skipped under a
+skipping policy (see ``vitadapter.data.bad_samples``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from vitadapter.data.bad_samples import bad_sample, check_policy, read_or_skip, read_rgb
 from vitadapter.data.resumable_loading import SampleKey, keyed_index
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,9 @@ class COCODetectionDataset(Dataset):
             ``transform(image, boxes, labels, masks)``; None returns the decoded pixels as float 0..255.
         skip_empty: Leave out images without a usable annotation (for training; evaluation keeps all).
         with_masks: Decode instance masks into the targets (evaluation does not need them).
+        on_bad_sample: What an image that cannot be used does (see ``vitadapter.data.bad_samples``):
+            "raise" a ``BadSampleError``; "replace" the sample by the next good one (training); "drop" it
+            (evaluation).
     """
 
     def __init__(
@@ -121,12 +127,14 @@ class COCODetectionDataset(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         skip_empty: bool = False,
         with_masks: bool = True,
+        on_bad_sample: str = "raise",
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.transform = transform
         self.skip_empty = skip_empty
         self.with_masks = with_masks
+        self.on_bad_sample = check_policy(on_bad_sample)
         self.annotation_file = annotation_file(self.root, split)
         self.image_dir = self.root / split
         coco = load_coco(self.annotation_file)
@@ -272,17 +280,13 @@ class COCODetectionDataset(Dataset):
         """Decode image ``index`` as H×W×3 uint8 RGB (grayscale, palette and RGBA are converted)."""
         rec = self.record(index)
         path = self.image_dir / rec["file_name"]
-        try:
-            with Image.open(path) as img:
-                rgb = np.array(img if img.mode == "RGB" else img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise OSError(
-                f"cannot read image {path}: {err}. The file is missing, corrupt or not an image; re-download it."
-            ) from err
+        rgb = read_rgb(path)
         if rgb.shape[:2] != (rec["height"], rec["width"]):
-            raise ValueError(
-                f"image {path} is {rgb.shape[1]}x{rgb.shape[0]} (WxH) but {self.annotation_file} says "
-                f"{rec['width']}x{rec['height']}; the annotations would not line up. Restore the original image."
+            raise bad_sample(
+                path,
+                f"the image is {rgb.shape[1]}x{rgb.shape[0]} (WxH) but {self.annotation_file} says "
+                f"{rec['width']}x{rec['height']}, so its boxes and masks would not line up",
+                "Restore the original image",
             )
         return rgb
 
@@ -296,8 +300,15 @@ class COCODetectionDataset(Dataset):
 
     def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
         """Return ``{"image", "target": {"boxes", "labels"[, "masks"]}, "image_id", "orig_size", "scale"}`` for an
-        item index (or a training sampler's (index, seed) key)."""
+        item index (or a training sampler's (index, seed) key).
+
+        Under a skipping policy, ``"skipped"`` lists the bad images passed over, and a dropped item holds
+        nothing else (see ``vitadapter.data.bad_samples``).
+        """
         index = keyed_index(key, self.transform)
+        return read_or_skip(self._read, index, len(self), self.on_bad_sample, lambda: keyed_index(key, self.transform))
+
+    def _read(self, index: int) -> dict[str, Any]:
         rec = self.record(index)
         image = self.load_image(index)
         masks = self.load_masks(index) if self.with_masks else None

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vitadapter.data.bad_samples import CollateWithSkips
 from vitadapter.data.distributed import unrepeated_sampler
 from vitadapter.data.resumable_loading import ResumableDataLoader, ResumableShardSampler
 
@@ -62,6 +63,7 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory
     The sampler is already distributed (one shard per rank; Lightning keeps it under DDP), shuffles by
     `seed` + epoch and seeds every sample's augmentations from `seed`, the rank, the epoch and the image.
     A private generator draws the worker base seed, so iterating the loader leaves the global RNG alone.
+    Batches list the bad files their samples skipped under "skipped" (see `vitadapter.data.bad_samples`).
 
     Args:
         dataset: the training dataset.
@@ -85,8 +87,8 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory
             f"batch_size={batch_size}; with drop_last=True no batch would be produced. Lower data.batch_size."
         )
     return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
-                               pin_memory=pin_memory, persistent_workers=num_workers > 0, collate_fn=collate_fn,
-                               generator=torch.Generator().manual_seed(seed))
+                               pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                               collate_fn=CollateWithSkips(collate_fn), generator=torch.Generator().manual_seed(seed))
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool,
@@ -94,8 +96,9 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory:
     """In-order loader; under DDP every image goes to exactly one rank (see `unrepeated_sampler`).
 
     Its own generator keeps validation inside a training run from drawing on the global RNG, which would
-    make a run resumed from a checkpoint saved just before a validation draw differently.
+    make a run resumed from a checkpoint saved just before a validation draw differently. Batches list the
+    bad files their samples skipped under "skipped"; `collate_fn` must accept an empty list (all skipped).
     """
     return DataLoader(dataset, batch_size=batch_size, sampler=unrepeated_sampler(dataset), num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0, collate_fn=collate_fn,
-                      generator=torch.Generator())
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      collate_fn=CollateWithSkips(collate_fn), generator=torch.Generator())

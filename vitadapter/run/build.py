@@ -8,6 +8,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vitadapter.callbacks.bad_samples import BadSampleReport
 from vitadapter.run.checkpoint_io import AtomicCheckpointIO
 
 RUN_CONFIG_KEYS = ("model", "data", "monitor")
@@ -39,9 +40,11 @@ def build_datamodule_and_task(cfg: DictConfig) -> tuple[L.LightningDataModule, L
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """Instantiates the trainer with the configured callbacks and loggers; every checkpoint it saves is
-    written atomically (`AtomicCheckpointIO`, which the trainer hands to its strategy, DDP included)."""
+    written atomically (`AtomicCheckpointIO`, which the trainer hands to its strategy, DDP included).
+    A `BadSampleReport` is added to any callbacks, so skipped bad files always reach metrics.json."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False, "plugins": [AtomicCheckpointIO()]}
     kwargs.update(overrides)
+    kwargs["callbacks"] = [*kwargs["callbacks"], BadSampleReport()]
     return instantiate(cfg.trainer, **kwargs)

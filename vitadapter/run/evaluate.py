@@ -11,6 +11,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, open_dict
 
+from vitadapter.callbacks.bad_samples import bad_sample_report
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.run_files import write_metrics_json
 from vitadapter.utils.params import parameter_counts
@@ -92,7 +93,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed eval.yaml config with the checkpoint's model/data sections.
 
     Returns:
-        The flat metrics written to metrics.json.
+        The flat metrics written to metrics.json (with the validation images scored and the bad files
+        skipped: see `BadSampleReport`).
     """
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -111,7 +113,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     log.info("evaluating on %s (%s)", accelerator, reason)
     trainer = build_trainer(cfg, callbacks=callbacks, logger=False, accelerator=accelerator)
     trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=False)
-    metrics = {**task.summary_metrics(), **parameter_counts(task)}
+    metrics = {**task.summary_metrics(), **bad_sample_report(trainer).metrics(training=False),
+               **parameter_counts(task)}
     if trainer.is_global_zero:
         print(task.results_table())
         write_metrics_json(metrics, output_dir / "metrics.json")

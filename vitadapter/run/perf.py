@@ -4,8 +4,8 @@ Keys (sizes in MiB, 2**20 bytes):
 - `perf/train_step_ms`, `perf/train_steps_timed`, `perf/peak_memory_mb`, `perf/peak_memory_kind`:
   from the `TrainingCost` callback (see `vitadapter.callbacks.perf`).
 - `perf/infer_ms_per_image`: the median over 3 timed passes (after 1 untimed) of the task's
-  eval-mode forward on the first validation batch, without gradients and with the trainer's
-  precision, divided by the batch's images. It runs on a copy of the task whose method is merged
+  eval-mode forward on the first validation batch that holds images, without gradients and with the
+  trainer's precision, divided by the batch's images (null when every validation image was skipped as bad). It runs on a copy of the task whose method is merged
   into the frozen weights when the method is mergeable, as it would be deployed.
 - `ckpt/size_mb`: the size of the saved checkpoint.
 """
@@ -103,7 +103,13 @@ def run_cost(trainer: L.Trainer, task: L.LightningModule, datamodule: L.Lightnin
         figures.update(meter.figures())
     device = trainer.strategy.root_device
     clone = inference_copy(task).to(device)
-    batch = next(iter(datamodule.val_dataloader()))
+    # the first batch with images: under data.skip_bad_samples a batch, or a rank's every batch, may have none
+    batch = next((b for b in datamodule.val_dataloader() if _batch_forward(clone, b)[1]), None)
+    if batch is None:
+        log.warning("this process has no validation image left to time (all skipped as bad): "
+                    "perf/infer_ms_per_image is null here")
+        figures["perf/infer_ms_per_image"] = None
+        return figures
     batch = move_data_to_device(trainer.precision_plugin.convert_input(batch), device)
     figures["perf/infer_ms_per_image"] = inference_ms_per_image(clone, batch, device,
                                                                 trainer.precision_plugin.forward_context)

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from vitadapter.callbacks.bad_samples import bad_sample_report
 from vitadapter.callbacks.preemption import Preemption
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.launch_checks import refuse_ddp_sweep_on_basic_launcher
@@ -34,8 +35,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed train.yaml config.
 
     Returns:
-        The flat metrics written to `metrics.json` (val/* of the final weights, params/*, and the run's
-        cost perf/*, ckpt/size_mb: see `vitadapter.run.perf`); empty when preempted.
+        The flat metrics written to `metrics.json` (val/* of the final weights, params/*, the run's
+        cost perf/*, ckpt/size_mb: see `vitadapter.run.perf`, and the bad files skipped, data/skipped_*: see
+        `BadSampleReport`); empty when preempted.
     """
     if cfg.model.get("adapter") and cfg.model.adapter.get("merge"):
         raise ValueError("model.adapter.merge=true merges a trained method into the frozen weights for evaluation; "
@@ -67,7 +69,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     trainer.save_checkpoint(last)
     trainer.validate(task, datamodule=datamodule, ckpt_path=str(last), verbose=False, weights_only=False)
 
-    metrics = {**task.summary_metrics(), **params, **run_cost(trainer, task, datamodule, last)}
+    metrics = {**task.summary_metrics(), **bad_sample_report(trainer).metrics(), **params,
+               **run_cost(trainer, task, datamodule, last)}
     if trainer.is_global_zero:
         log.info("final validation of %s:\n%s", last, task.results_table())
         write_metrics_json(metrics, output_dir / "metrics.json")

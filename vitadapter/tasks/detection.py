@@ -153,6 +153,8 @@ class DetectionTask(FrozenBackboneTask):
         self.evaluator.reset()
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        if not batch["images"]:  # every image of the batch was skipped as bad (data.skip_bad_samples)
+            return
         predictions = self.predict(batch["images"], batch["scales"], batch["orig_sizes"])
         self.evaluator.update(batch["image_ids"], predictions)
 
