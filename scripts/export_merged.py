@@ -8,7 +8,6 @@ when the pretrained weights moved). The file loads with timm alone; the script p
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -18,17 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
     """`ckpt_path=...`, `output=...` and the remaining `key=value` overrides."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("args", nargs="*", metavar="key=value", help="ckpt_path=FILE output=FILE [config overrides]")
-    pairs = parser.parse_args(argv).args
-    bad = [a for a in pairs if "=" not in a]
-    if bad:
-        parser.error(f"arguments are key=value pairs, got {bad}")
-    values = dict(a.split("=", 1) for a in pairs)
-    missing = [key for key in ("ckpt_path", "output") if not values.get(key)]
-    if missing:
-        parser.error(f"missing {' and '.join(k + '=...' for k in missing)}")
-    overrides = [a for a in pairs if a.split("=", 1)[0] not in ("ckpt_path", "output")]
+    from vitadapter.export.arguments import parse_key_values
+
+    values, overrides = parse_key_values(argv, __doc__)
     return values["ckpt_path"], values["output"], overrides
 
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from tests.helpers import CONFIGS, run_cli, tiny_det_overrides
+from tests.helpers import CONFIGS, run_cli, tiny_det_overrides, tiny_seg_overrides
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
@@ -36,6 +36,24 @@ def det_demo_run(tmp_path_factory: pytest.TempPathFactory, det_data_root: Path) 
     run_cli("train.py", "experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"),
             f"hydra.run.dir={run_dir}")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
+    """A 2-step LoRA demo_seg run of train.py whose B matrices are then set to random values, so merging matters
+    (shared by the merged-timm and the ONNX export tests)."""
+    run_dir = tmp_path_factory.mktemp("lora_run")
+    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=lora",
+            f"hydra.run.dir={run_dir}")
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    generator = torch.Generator().manual_seed(0)
+    b_keys = [k for k in checkpoint["state_dict"] if ".lora_B." in k]
+    assert b_keys and all(k.startswith("encoder.backbone.vit.blocks.") for k in b_keys)
+    for key in b_keys:
+        checkpoint["state_dict"][key] = 0.1 * torch.randn(checkpoint["state_dict"][key].shape, generator=generator)
+    path = run_dir / "random_b.ckpt"
+    torch.save(checkpoint, path)
+    return path
 
 
 @pytest.fixture

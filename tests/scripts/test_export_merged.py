@@ -13,23 +13,6 @@ from vitadapter.export import load_trained_task, merged_vit_state_dict, save_sta
 from vitadapter.run.build import build_datamodule_and_task
 
 
-@pytest.fixture(scope="module")
-def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
-    """A 2-step LoRA run of train.py whose B matrices are then set to random values, so merging matters."""
-    run_dir = tmp_path_factory.mktemp("lora_run")
-    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=lora",
-            f"hydra.run.dir={run_dir}")
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    generator = torch.Generator().manual_seed(0)
-    b_keys = [k for k in checkpoint["state_dict"] if ".lora_B." in k]
-    assert b_keys and all(k.startswith("encoder.backbone.vit.blocks.") for k in b_keys)
-    for key in b_keys:
-        checkpoint["state_dict"][key] = 0.1 * torch.randn(checkpoint["state_dict"][key].shape, generator=generator)
-    path = run_dir / "random_b.ckpt"
-    torch.save(checkpoint, path)
-    return path
-
-
 def test_exported_file_loads_in_timm_and_reproduces_the_trained_encoder(lora_checkpoint: Path, tmp_path: Path) -> None:
     output = tmp_path / "vit_lora_merged.safetensors"
     proc = run_cli("scripts/export_merged.py", f"ckpt_path={lora_checkpoint}", f"output={output}")

@@ -86,7 +86,7 @@ class VisionTransformerFamily(ViTFamily):
     def embed(self, image: Tensor) -> Tokens:
         vit = self.vit
         x = vit.patch_embed(image)  # B×h×w×D with dynamic_img_size
-        grid = (int(x.shape[1]), int(x.shape[2]))
+        grid = (x.shape[1], x.shape[2])  # no int(): sizes stay symbolic under torch.export (ONNX export)
         x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
         return Tokens(x, grid, vit.num_prefix_tokens)
 
@@ -105,7 +105,7 @@ class EvaFamily(ViTFamily):
     def embed(self, image: Tensor) -> Tokens:
         vit = self.vit
         x = vit.patch_embed(image)
-        grid = (int(x.shape[1]), int(x.shape[2]))
+        grid = (x.shape[1], x.shape[2])  # no int(): sizes stay symbolic under torch.export (ONNX export)
         x, rope = vit._pos_embed(x)
         return Tokens(vit.norm_pre(x), grid, vit.num_prefix_tokens, {"rope": rope})
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 NORMS = ("bn", "gn", "none")
 
@@ -81,7 +82,9 @@ def resize_to(x: Tensor, size: Sequence[int], align_corners: bool = False) -> Te
     Returns:
         The resized map.
     """
-    if tuple(x.shape[-2:]) == tuple(size):
+    # statically_known_true: under torch.export (ONNX export) an equality it cannot prove for every size resizes,
+    # which for equal sizes is the identity; in eager mode it is the plain comparison
+    if statically_known_true(x.shape[-2] == size[0]) and statically_known_true(x.shape[-1] == size[1]):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -17,6 +16,11 @@ def level_name(stride: int) -> str:
     return f"s{stride}"
 
 
+def ceil_div(n: int, d: int) -> int:
+    """ceil(n / d) in integer arithmetic, which keeps a symbolic size exact under torch.export (ONNX export)."""
+    return -(-n // d)
+
+
 def fit_to_level(feature: Tensor, extent: tuple[int, int], stride: int, size: tuple[int, int]) -> Tensor:
     """Resizes a map that covers `extent` pixels to cells of `stride` and crops it to `size`.
 
@@ -25,7 +29,7 @@ def fit_to_level(feature: Tensor, extent: tuple[int, int], stride: int, size: tu
     padding is cropped to `size` (ceil(H/stride) × ceil(W/stride)), so cells stay aligned with the
     image for any patch size (14 included).
     """
-    padded = tuple(math.ceil(n / stride) for n in extent)
+    padded = tuple(ceil_div(n, stride) for n in extent)
     if tuple(feature.shape[-2:]) != padded:
         feature = F.interpolate(feature, size=padded, mode="bilinear", align_corners=False)
     return feature[..., : size[0], : size[1]]

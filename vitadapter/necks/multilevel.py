@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
-from vitadapter.necks.base import Neck, fit_to_level, level_name
+from vitadapter.necks.base import Neck, ceil_div, fit_to_level, level_name
 
 
 NECK_NORMS = ("ln", "bn")
@@ -98,6 +98,6 @@ class MultiLevelNeck(Neck):
             feature = features[k] if self.source == "multi" else features[-1]
             # the transposed convs / pools rescale by the nearest power of two; fit_to_level finishes
             extent = (feature.shape[-2] * self.patch_size, feature.shape[-1] * self.patch_size)
-            x = fit_to_level(rescale(feature), extent, stride, (math.ceil(height / stride), math.ceil(width / stride)))
+            x = fit_to_level(rescale(feature), extent, stride, (ceil_div(height, stride), ceil_div(width, stride)))
             pyramid[level_name(stride)] = project(x)
         return pyramid
