@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     """Runs the export, prints the metadata and (unless check=false) the max |onnxruntime - PyTorch| difference."""
     values, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
+    for noisy in ("onnx_ir", "onnxscript"):  # one line per deduplicated initializer
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from vitadapter.export.onnx_export import export_onnx, max_abs_difference
 
     export = export_onnx(values["ckpt_path"], values["output"], overrides,
