@@ -65,7 +65,7 @@ def build_task(args: argparse.Namespace, variant: str) -> torch.nn.Module:
     if variant == "bottleneck":
         overrides.append(f"model.adapter.bottleneck_dim={args.bottleneck_dim}")
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "vitadapter" / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     cfg.paths.output_dir = str(ROOT / "outputs" / "benchmark")
     return build_datamodule_and_task(cfg)[1]

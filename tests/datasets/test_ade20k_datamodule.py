@@ -30,7 +30,7 @@ def _dm(root: Path, **kwargs: object) -> ADE20KDataModule:
 
 
 def test_default_class_names_are_ade20k() -> None:
-    dm = ADE20KDataModule(root="data/ADEChallengeData2016", mean=None, std=None)  # as in configs/data/ade20k.yaml
+    dm = ADE20KDataModule(root="data/ADEChallengeData2016", mean=None, std=None)  # as in vitadapter/configs/data/ade20k.yaml
     assert dm.class_names == list(ADE20K_CLASSES) and dm.num_classes == 150
     assert dm.mean == (0.485, 0.456, 0.406) and dm.std == (0.229, 0.224, 0.225)
     assert dm.class_names[:3] == ["wall", "building", "sky"] and dm.class_names[-1] == "flag"

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import CONFIGS, tiny_det_overrides, tiny_seg_overrides
 from vitadapter.adapters import import_all_methods
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.utils.params import parameter_counts
 
 METHODS = sorted(import_all_methods())
-NECKS = sorted(path.stem for path in (ROOT / "configs" / "model" / "neck").glob("*.yaml"))
+NECKS = sorted(path.stem for path in (CONFIGS / "model" / "neck").glob("*.yaml"))
 # every method on the experiments' own neck, every neck with no method, and ViT-Adapter around LoRA
 CASES = [(method, None) for method in METHODS] + [("none", neck) for neck in NECKS] + [("lora", "vit_adapter")]
 TASKS = {

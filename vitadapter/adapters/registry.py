@@ -1,6 +1,6 @@
 """The method registry: adding a PEFT method is one file in this package with `@register_method(name)`.
 
-Configs name a method (`name: lora` in `configs/model/adapter/lora.yaml`) and `build_method` creates
+Configs name a method (`name: lora` in `vitadapter/configs/model/adapter/lora.yaml`) and `build_method` creates
 its typed config from the registry, so a misspelt field is an error, not a silently ignored key.
 """
 

@@ -125,7 +125,7 @@ def _cell(value: Any) -> str:
 
 
 class SweepSummary(Callback):
-    """Writes the sweep summary when a multirun ends (configured in configs/hydra/default.yaml)."""
+    """Writes the sweep summary when a multirun ends (configured in vitadapter/configs/hydra/default.yaml)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         monitor = config.get("monitor") or {}
