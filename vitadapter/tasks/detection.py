@@ -152,11 +152,13 @@ class DetectionTask(FrozenBackboneTask):
         # reset here, not at the end: the prediction writer reads the results after the epoch
         self.evaluator.reset()
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if not batch["images"]:  # every image of the batch was skipped as bad (data.skip_bad_samples)
             return
         predictions = self.predict(batch["images"], batch["scales"], batch["orig_sizes"])
         self.evaluator.update(batch["image_ids"], predictions)
+        # for callbacks (prediction overlays): the detections in original pixels, one dict per image
+        return {"predictions": predictions}
 
     def on_validation_epoch_end(self) -> None:
         self.evaluator.gather()

@@ -1,0 +1,158 @@
+"""Prediction overlays: one picture per image with the image, its ground truth and the prediction side by side.
+
+The inputs are what validation has at hand: the datamodule's normalised (and resized) image, the
+ground truth and the task's prediction. The picture is drawn at the original image's size, scaled down
+so that its longer side is at most `max_size`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from vitadapter.inference.visualize import add_legend, blend_class_map, classes_by_area, draw_detections
+
+PANEL_GAP = 4  # white columns between the panels
+
+
+
+def display_size(height: int, width: int, max_size: int) -> tuple[tuple[int, int], float]:
+    """The drawing size of an image: the original, scaled down to a longer side of `max_size`.
+
+    Args:
+        height: original height.
+        width: original width.
+        max_size: the longest side drawn.
+
+    Returns:
+        ((height, width), factor), where drawn = original × factor (1 when the image is small enough).
+    """
+    factor = min(1.0, max_size / max(height, width))
+    return (max(1, round(height * factor)), max(1, round(width * factor))), factor
+
+
+def denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float], size: tuple[int, int]) -> np.ndarray:
+    """Undoes the datamodule's normalisation and resizes (bilinear) to `size`.
+
+    Args:
+        image: 3×h×w normalised image.
+        mean: per-channel mean in 0..1 units.
+        std: per-channel std in 0..1 units.
+        size: (height, width) wanted.
+
+    Returns:
+        H×W×3 uint8 RGB.
+    """
+    pixels = image.detach().float().cpu()
+    pixels = pixels * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    if tuple(pixels.shape[-2:]) != tuple(size):
+        pixels = F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False)[0]
+    return (pixels.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """H×W×3 uint8 panels of one height in a row, `PANEL_GAP` white columns apart."""
+    gap = np.full((panels[0].shape[0], PANEL_GAP, 3), 255, dtype=np.uint8)
+    row = [panels[0]]
+    for panel in panels[1:]:
+        row += [gap, panel]
+    return np.concatenate(row, axis=1)
+
+
+def _resize_nearest(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """N×h×w (or h×w) integer or bool maps resized to `size` by nearest neighbour, same dtype."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    resized = F.interpolate(maps.float().reshape(-1, 1, *maps.shape[-2:]), size=size, mode="nearest")
+    return resized.reshape(*maps.shape[:-2], *size).to(maps.dtype)
+
+
+def segmentation_overlay(
+    image: Tensor,
+    mask: Tensor,
+    prediction: Tensor,
+    class_names: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    ignore_index: int = 255,
+    alpha: float = 0.5,
+    max_size: int = 512,
+) -> Image.Image:
+    """Image | ground-truth classes | predicted classes, then a legend of the classes in either map.
+
+    Args:
+        image: 3×h×w normalised image (h×w may differ from the label's size).
+        mask: H×W ground-truth class indices at the original size; `ignore_index` is left uncoloured.
+        prediction: H×W predicted class indices at the original size.
+        class_names: one name per class.
+        mean: normalisation mean (0..1 units).
+        std: normalisation std (0..1 units).
+        ignore_index: the unlabelled value of the ground truth.
+        alpha: opacity of the class colours.
+        max_size: longest side of each panel.
+
+    Returns:
+        The picture: three panels of the display size (see `display_size`, `side_by_side`), then the legend.
+    """
+    size, _ = display_size(*mask.shape[-2:], max_size)
+    rgb = denormalize(image, mean, std, size)
+    truth = _resize_nearest(mask.detach().cpu(), size).numpy()
+    predicted = _resize_nearest(prediction.detach().cpu(), size).numpy()
+    num_classes = len(class_names)
+    panels = [rgb, blend_class_map(rgb, truth, num_classes, alpha, ignore_index),
+              blend_class_map(rgb, predicted, num_classes, alpha)]
+    return add_legend(side_by_side(panels), classes_by_area(truth, predicted, ignore_index=ignore_index), class_names)
+
+
+def _scaled(detections: Mapping[str, Tensor], factor: float, size: tuple[int, int]) -> dict[str, Tensor]:
+    """Boxes multiplied by `factor`, masks (if any) resized to `size`; other entries as they are."""
+    out = {key: value.detach().cpu() for key, value in detections.items() if value is not None}
+    out["boxes"] = out["boxes"].float() * factor
+    if "masks" in out:
+        out["masks"] = _resize_nearest(out["masks"].bool(), size)
+    return out
+
+
+def detection_overlay(
+    image: Tensor,
+    target: Mapping[str, Tensor],
+    prediction: Mapping[str, Tensor],
+    scale: float,
+    orig_size: Sequence[int],
+    class_names: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    score_threshold: float = 0.5,
+    alpha: float = 0.5,
+    max_size: int = 512,
+) -> Image.Image:
+    """Image | ground-truth boxes (and masks) | predicted detections scoring at least `score_threshold`.
+
+    Args:
+        image: 3×h×w normalised image, the original rescaled by `scale`.
+        target: `boxes` (xyxy in the rescaled image's pixels), `labels` (0..K-1), optionally `masks`.
+        prediction: `boxes` (xyxy in original pixels), `scores`, `labels`, optionally `masks` (N×H×W).
+        scale: the datamodule's rescale factor (rescaled = original × scale).
+        orig_size: (height, width) of the original image.
+        class_names: one name per label.
+        mean: normalisation mean (0..1 units).
+        std: normalisation std (0..1 units).
+        score_threshold: predictions below it are not drawn.
+        alpha: mask opacity.
+        max_size: longest side of each panel.
+
+    Returns:
+        The picture: three panels of the display size (see `display_size`) side by side (`side_by_side`).
+    """
+    size, factor = display_size(int(orig_size[0]), int(orig_size[1]), max_size)
+    rgb = denormalize(image, mean, std, size)
+    truth = draw_detections(rgb, _scaled(target, factor / scale, size), class_names, alpha=alpha)
+    shown = prediction["scores"] >= score_threshold  # only those are resized and drawn
+    shown_predictions = {key: value[shown] for key, value in prediction.items() if value is not None}
+    predicted = draw_detections(rgb, _scaled(shown_predictions, factor, size), class_names, score_threshold, alpha)
+    return Image.fromarray(side_by_side([rgb, truth, predicted]))
