@@ -1,8 +1,10 @@
 """Datasets, datamodules, transforms and synthetic data writers."""
 
 from vitadapter.data.ade20k_classes import ADE20K_CLASSES
-from vitadapter.data.ade20k_datamodule import ADE20KDataModule, collate_as_lists
-from vitadapter.data.ade20k_dataset import ADE20KDataset, reduce_zero_label, restore_zero_label
+from vitadapter.data.ade20k_datamodule import ADE20KDataModule
+from vitadapter.data.ade20k_dataset import ADE20KDataset
+from vitadapter.data.seg_datamodule import SegmentationDataModule, collate_as_lists, read_classes_file
+from vitadapter.data.seg_dataset import SegmentationDataset, reduce_zero_label, restore_zero_label
 from vitadapter.data.seg_transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -34,11 +36,14 @@ __all__ = [
     "SHAPE_CLASSES",
     "SYNTHETIC_CLASS_NAMES",
     "Scene",
+    "SegmentationDataModule",
+    "SegmentationDataset",
     "build_train_transform",
     "build_val_transform",
     "collate_as_lists",
     "is_synthetic_ade20k_complete",
     "photometric_distortion",
+    "read_classes_file",
     "reduce_zero_label",
     "render_scene",
     "restore_zero_label",

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from vitadapter.data import ADE20KDataModule, COCODataModule, build_det_val_transform, build_val_transform
+from vitadapter.data import COCODataModule, SegmentationDataModule, build_det_val_transform, build_val_transform
 from vitadapter.inference.visualize import draw_detections, draw_segmentation
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import DetectionTask, SegmentationTask
@@ -79,7 +79,7 @@ def detection_drawer(
     return draw
 
 
-def segmentation_drawer(task: SegmentationTask, datamodule: ADE20KDataModule, device: torch.device,
+def segmentation_drawer(task: SegmentationTask, datamodule: SegmentationDataModule, device: torch.device,
                         alpha: float) -> Drawer:
     """Image -> class map blended over it with a legend, through the datamodule's evaluation transform."""
     transform = build_val_transform(scale=datamodule.test_scale, mean=datamodule.mean, std=datamodule.std)

@@ -133,4 +133,5 @@ class SegmentationTask(FrozenBackboneTask):
 
     def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
         """The callback that eval.py adds for `eval.save_predictions=true`: one label PNG per image."""
-        return SegmentationPredictionWriter(output_dir, datamodule.reduce_zero_label)
+        return SegmentationPredictionWriter(output_dir, datamodule.reduce_zero_label,
+                                            getattr(datamodule, "label_ids", None))

@@ -1,0 +1,307 @@
+"""A semantic segmentation dataset that every segmentation dataset is a configuration of.
+
+Images and label maps live in two folders (searched recursively when asked) and pair up by their path
+relative to the folder with the suffixes removed, as in mmsegmentation's ``BaseSegDataset``::
+
+    <img_dir>/<key><img_suffix>          e.g. leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png
+    <ann_dir>/<key><seg_map_suffix>      e.g. gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png
+
+With a split file (one key a line, as Pascal VOC's ``ImageSets/Segmentation/train.txt``) only the listed
+keys are read, and other files in the folders are ignored.
+
+Unlike mmsegmentation and detectron2, which silently drop or miscount out-of-range labels, every
+label map is checked against ``num_classes`` when it is read. A bad file (corrupt or truncated, a label
+of another size than its image or with values outside the classes) raises ``BadSampleError`` naming it,
+or is skipped under a skipping policy (see ``vitadapter.data.bad_samples``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vitadapter.data.bad_samples import bad_sample, check_policy, open_image, read_or_skip, read_rgb
+from vitadapter.data.resumable_loading import SampleKey, keyed_index
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+_MAX_LISTED = 5
+
+
+def reduce_zero_label(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """Map raw labels to training ids: 0 ("other") -> ignore, k -> k-1, ignore stays ignore (ADE20K).
+
+    Args:
+        mask: Integer label map.
+        ignore_index: Label value meaning "ignore".
+
+    Returns:
+        A new label map of the same dtype.
+    """
+    out = mask.copy()
+    out -= 1  # unsigned 0 wraps around, but those pixels are overwritten below
+    out[(mask == 0) | (mask == ignore_index)] = ignore_index
+    return out
+
+
+def restore_zero_label(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """Inverse of ``reduce_zero_label``: k -> k+1, ignore -> 0.
+
+    Args:
+        mask: Integer label map of training ids.
+        ignore_index: Label value meaning "ignore".
+
+    Returns:
+        A new label map of the same dtype in the raw (ADE20K) convention.
+    """
+    out = mask.copy()
+    out += 1
+    out[mask == ignore_index] = 0
+    return out
+
+
+def few(names: Sequence[str]) -> str:
+    """The first few of ``names``, comma-separated, with a count of the rest."""
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+def _suffixes(value: str | Sequence[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+def _key(path: Path, folder: Path, suffixes: tuple[str, ...]) -> str | None:
+    """The pairing key of ``path`` (relative path, suffix removed), or None if no suffix matches."""
+    relative = path.relative_to(folder).as_posix()
+    for suffix in suffixes:
+        if relative.lower().endswith(suffix.lower()) and len(relative) > len(suffix):
+            return relative[: -len(suffix)]
+    return None
+
+
+def list_by_key(folder: Path, suffixes: tuple[str, ...], recursive: bool = False) -> dict[str, Path]:
+    """Files of ``folder`` (and its subfolders if ``recursive``) ending in one of ``suffixes``, by key.
+
+    Args:
+        folder: Folder to list.
+        suffixes: Accepted file name endings (case-insensitive), e.g. (".jpg", ".png") or "_leftImg8bit.png".
+        recursive: Also list subfolders (keys then hold the relative folder, e.g. "aachen/aachen_000000_000019").
+
+    Returns:
+        Key -> path, sorted by key; two files with one key raise ``ValueError``.
+    """
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    by_key: dict[str, Path] = {}
+    for path in sorted(p for p in candidates if not p.name.startswith(".") and p.is_file()):
+        key = _key(path, folder, suffixes)
+        if key is None:
+            continue
+        if key in by_key:
+            raise ValueError(
+                f"{folder} holds two files with the stem {key!r} ({by_key[key].name}, {path.name}); keep one of them."
+            )
+        by_key[key] = path
+    return dict(sorted(by_key.items()))
+
+
+class SegmentationDataset(Dataset):
+    """Images and class-index label maps of one split, paired by file name.
+
+    Args:
+        img_dir: Image folder.
+        ann_dir: Label folder (PNG, one class index per pixel).
+        img_suffix: Image name ending(s), e.g. ".jpg" or (".jpg", ".png") or "_leftImg8bit.png".
+        seg_map_suffix: Label name ending, e.g. ".png" or "_gtFine_labelTrainIds.png".
+        split_file: Optional text file listing the keys to read, one a line (others are ignored).
+        recursive: Search the folders recursively (Cityscapes keeps one subfolder per city).
+        transform: Albumentations Compose called as ``transform(image=..., mask=...)`` (or with the
+            image only, see ``transform_mask``); None returns the decoded numpy arrays.
+        reduce_zero_label: Map 0 -> ignore and k -> k-1 (the ADE20K convention).
+        num_classes: Number of classes; labels outside [0, num_classes) other than ignore raise.
+        ignore_index: Label value meaning "ignore".
+        transform_mask: Whether the transform also sees the mask (training); False for evaluation, where
+            the image is rescaled but the mask stays at its original size.
+        on_bad_sample: What a bad file does (see ``vitadapter.data.bad_samples``): "raise" a
+            ``BadSampleError``; "replace" the sample by the next good one (training); "drop" it (evaluation).
+        split_name: The split's name in messages (e.g. "train").
+        dataset_name: The dataset's name in messages (e.g. "ADE20K").
+        layout_hint: Text appended to "folder not found" and "split is empty" errors (the expected layout and
+            how to get the data).
+        label_hint: What to do about a label value outside the classes (ends the error message).
+    """
+
+    def __init__(
+        self,
+        img_dir: str | Path,
+        ann_dir: str | Path,
+        img_suffix: str | Sequence[str] = IMAGE_SUFFIXES,
+        seg_map_suffix: str = ".png",
+        split_file: str | Path | None = None,
+        recursive: bool = False,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        reduce_zero_label: bool = False,
+        num_classes: int = 150,
+        ignore_index: int = 255,
+        transform_mask: bool = True,
+        on_bad_sample: str = "raise",
+        split_name: str = "",
+        dataset_name: str = "dataset",
+        layout_hint: str = "",
+        label_hint: str = "Check num_classes and reduce_zero_label, or fix the file",
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if 0 <= ignore_index < num_classes:
+            raise ValueError(f"ignore_index {ignore_index} collides with a class id (num_classes={num_classes})")
+        self.img_dir, self.ann_dir = Path(img_dir), Path(ann_dir)
+        self.img_suffix, self.seg_map_suffix = _suffixes(img_suffix), str(seg_map_suffix)
+        self.split_file = None if split_file is None else Path(split_file)
+        self.recursive = bool(recursive)
+        self.transform = transform
+        self.reduce_zero_label = reduce_zero_label
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.transform_mask = transform_mask
+        self.on_bad_sample = check_policy(on_bad_sample)
+        self.split_name = split_name
+        self.dataset_name = dataset_name
+        self.layout_hint = layout_hint
+        self.label_hint = label_hint
+        self.keys, self.image_paths, self.label_paths = self._index()
+
+    def _hint(self) -> str:
+        return f"\n{self.layout_hint}" if self.layout_hint else ""
+
+    def _index(self) -> tuple[list[str], list[Path], list[Path]]:
+        for folder in (self.img_dir, self.ann_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{self.dataset_name} folder not found: {folder}{self._hint()}")
+        if self.split_file is not None:
+            return self._index_split_file()
+        images = list_by_key(self.img_dir, self.img_suffix, self.recursive)
+        labels = list_by_key(self.ann_dir, (self.seg_map_suffix,), self.recursive)
+        if not images:
+            raise FileNotFoundError(
+                f"no images ({'/'.join(self.img_suffix)}) in {self.img_dir}: the {self.split_name} split is empty."
+                f"{self._hint()}"
+            )
+        no_label = sorted(images.keys() - labels.keys())
+        no_image = sorted(labels.keys() - images.keys())
+        if no_label or no_image:
+            parts = []
+            if no_label:
+                orphans = few([images[k].name for k in no_label])
+                parts.append(f"{len(no_label)} image(s) without a label in {self.ann_dir}: {orphans}")
+            if no_image:
+                orphans = few([labels[k].name for k in no_image])
+                parts.append(f"{len(no_image)} label(s) without an image in {self.img_dir}: {orphans}")
+            raise ValueError(
+                f"images and labels must pair up by file name (image <name>{'|'.join(self.img_suffix)}, label "
+                f"<name>{self.seg_map_suffix}); " + "; ".join(parts) + ". Remove the orphans or restore the missing files."
+            )
+        keys = sorted(images)
+        return keys, [images[k] for k in keys], [labels[k] for k in keys]
+
+    def _index_split_file(self) -> tuple[list[str], list[Path], list[Path]]:
+        assert self.split_file is not None
+        if not self.split_file.is_file():
+            raise FileNotFoundError(f"split file not found: {self.split_file}{self._hint()}")
+        keys = [line.strip() for line in self.split_file.read_text().splitlines() if line.strip()]
+        if not keys:
+            raise FileNotFoundError(f"the split file {self.split_file} lists no images: the {self.split_name} split "
+                                    f"is empty.{self._hint()}")
+        images: list[Path] = []
+        missing: list[str] = []
+        for key in keys:
+            found = [self.img_dir / f"{key}{s}" for s in self.img_suffix if (self.img_dir / f"{key}{s}").is_file()]
+            images.append(found[0] if found else self.img_dir / f"{key}{self.img_suffix[0]}")
+            missing += [] if found else [str(images[-1])]
+        labels = [self.ann_dir / f"{key}{self.seg_map_suffix}" for key in keys]
+        missing += [str(p) for p in labels if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} file(s) listed in {self.split_file} do not exist: {few(missing)}. "
+                "Restore them or remove their lines from the split file."
+            )
+        return keys, images, labels
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def names(self) -> list[str]:
+        """Pairing keys (file stems, with the subfolder for recursive datasets), in index order."""
+        return list(self.keys)
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Decode image ``index`` as H×W×3 uint8 RGB (grayscale, palette and RGBA are converted)."""
+        return read_rgb(self.image_paths[index])
+
+    def load_label(self, index: int) -> np.ndarray:
+        """Decode label ``index`` as an H×W integer map, after ``reduce_zero_label`` if enabled, and check it."""
+        path = self.label_paths[index]
+        img = open_image(path, "label")
+        if img.mode not in ("L", "P", "I", "I;16"):
+            raise bad_sample(path, f"the label has PIL mode {img.mode!r}, not a single-channel class-index PNG",
+                             "Save it as a class-index PNG (mode L or P)")
+        mask = np.array(img)
+        if mask.dtype.kind == "i" and mask.min(initial=0) >= 0 and mask.max(initial=0) <= np.iinfo(np.uint16).max:
+            mask = mask.astype(np.uint16)  # mode I: keep an unsigned type that cv2 can resize
+        if self.reduce_zero_label:
+            mask = reduce_zero_label(mask, self.ignore_index)
+        bad = (mask != self.ignore_index) & ((mask < 0) | (mask >= self.num_classes))
+        if bad.any():
+            values = np.unique(mask[bad])
+            raise bad_sample(
+                path,
+                f"label values {few([str(v) for v in values.tolist()])} outside [0, {self.num_classes})"
+                f" (after reduce_zero_label={self.reduce_zero_label}; ignore_index={self.ignore_index})",
+                self.label_hint,
+            )
+        return mask
+
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        """Return ``{"image", "mask", "name"}`` for an item index (or a training sampler's (index, seed) key).
+
+        Without a transform, image and mask are the decoded numpy arrays; with one, they are tensors
+        (image float 3×H×W, mask int64 H×W). Under a skipping policy, ``"skipped"`` lists the bad files
+        passed over, and a dropped item holds nothing else (see ``vitadapter.data.bad_samples``).
+        """
+        index = keyed_index(key, self.transform)
+        return read_or_skip(self._read, index, len(self), self.on_bad_sample, lambda: keyed_index(key, self.transform))
+
+    def _read(self, index: int) -> dict[str, Any]:
+        image = self.load_image(index)
+        mask = self.load_label(index)
+        if image.shape[:2] != mask.shape[:2]:
+            raise bad_sample(
+                self.label_paths[index],
+                f"size mismatch: the label is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                f"{self.image_paths[index]} is {image.shape[1]}x{image.shape[0]}",
+                "Fix or remove the pair",
+            )
+        name = self.keys[index]
+        if self.transform is None:
+            return {"image": image, "mask": mask, "name": name}
+        if self.transform_mask:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        else:
+            image = self.transform(image=image)["image"]
+        return {"image": _image_tensor(image), "mask": _mask_tensor(mask), "name": name}
+
+
+def _image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):  # a pipeline that already ends in ToTensorV2
+        return image.float()
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+
+
+def _mask_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(mask, torch.Tensor):
+        return mask.long()
+    return torch.from_numpy(mask.astype(np.int64))
