@@ -36,8 +36,9 @@ def experiment_neck(experiment: str) -> str | None:
     return "vit_adapter" if experiment.endswith("_vit_adapter") else None
 
 
-def tiny_seg_overrides(data_root: Path, neck: str | None = None) -> list[str]:
-    """Overrides that shrink any segmentation experiment to seconds on a CPU (with another neck if given)."""
+def tiny_seg_overrides(data_root: Path, neck: str | None = None, synthetic: bool = True) -> list[str]:
+    """Overrides that shrink any segmentation experiment to seconds on a CPU (with another neck if given);
+    `synthetic=False` for a dataset already on disk (data configs without a synthetic writer)."""
     return [
         "model/backbone=test_vit",
         # experiments such as demo_seg name their own backbone in their body, which wins over the group
@@ -53,7 +54,7 @@ def tiny_seg_overrides(data_root: Path, neck: str | None = None) -> list[str]:
         "data.batch_size=2",
         "data.val_batch_size=2",
         "data.num_workers=0",
-        "data.synthetic={num_train:6,num_val:3,image_size:64,seed:0}",
+        *(["data.synthetic={num_train:6,num_val:3,image_size:64,seed:0}"] if synthetic else []),
         *_TINY_RUN_OVERRIDES,
     ]
 
