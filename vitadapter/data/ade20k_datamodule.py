@@ -13,7 +13,6 @@ from vitadapter.data.ade20k_classes import ADE20K_CLASSES
 from vitadapter.data.ade20k_dataset import EXPECTED_LAYOUT, HOW_TO_GET, IMAGE_SUFFIXES, LABEL_SUFFIX
 from vitadapter.data.loaders import plain
 from vitadapter.data.seg_datamodule import SegmentationDataModule, collate_as_lists
-from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitadapter.data.synthetic.ade20k_writer import (
     SYNTHETIC_CLASS_NAMES,
     is_synthetic_ade20k_complete,
@@ -30,31 +29,21 @@ class ADE20KDataModule(SegmentationDataModule):
         root: Dataset root (``ADEChallengeData2016`` or a synthetic set).
         class_names: Class names; None gives the 150 ADE20K names, or the synthetic shape names
             when ``synthetic`` is set.
+        reduce_zero_label: Map label 0 ("other") to ignore and k to k-1 (the ADE20K convention).
         synthetic: Keyword arguments of ``write_synthetic_ade20k`` (num_train, num_val, image_size,
             max_objects, seed); when set, ``prepare_data`` writes that set into ``root``.
-        **kwargs: The other arguments of ``SegmentationDataModule`` (batch_size, crop_size, the
-            recipe's scales, reduce_zero_label (default True here), mean/std, skip_bad_samples, ...).
+        **kwargs: The recipe and loader arguments of ``SegmentationDataModule`` (batch_size,
+            val_batch_size, num_workers, crop_size, train_scale, ratio_range, cat_max_ratio, test_scale,
+            ignore_index, mean, std, pin_memory, skip_bad_samples).
     """
 
     def __init__(
         self,
         root: str,
         class_names: Sequence[str] | None = None,
-        batch_size: int = 16,
-        val_batch_size: int = 1,
-        num_workers: int = 4,
-        crop_size: int | Sequence[int] = 512,
-        train_scale: Sequence[int] = (2048, 512),
-        ratio_range: Sequence[float] | None = (0.5, 2.0),
-        cat_max_ratio: float = 0.75,
-        test_scale: Sequence[int] = (2048, 512),
         reduce_zero_label: bool = True,
-        ignore_index: int = 255,
-        mean: Sequence[float] | None = IMAGENET_MEAN,
-        std: Sequence[float] | None = IMAGENET_STD,
         synthetic: Mapping[str, Any] | None = None,
-        pin_memory: bool = False,
-        skip_bad_samples: bool = False,
+        **kwargs: Any,
     ) -> None:
         self.synthetic: dict[str, Any] | None = plain(synthetic) if synthetic is not None else None
         if self.synthetic is not None:
@@ -71,22 +60,10 @@ class ADE20KDataModule(SegmentationDataModule):
             img_suffix=IMAGE_SUFFIXES,
             seg_map_suffix=LABEL_SUFFIX,
             class_names=class_names,
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            crop_size=crop_size,
-            train_scale=train_scale,
-            ratio_range=ratio_range,
-            cat_max_ratio=cat_max_ratio,
-            test_scale=test_scale,
             reduce_zero_label=reduce_zero_label,
-            ignore_index=ignore_index,
-            mean=mean,
-            std=std,
-            pin_memory=pin_memory,
-            skip_bad_samples=skip_bad_samples,
             dataset_name="ADE20K",
             layout_hint=f"Expected layout:\n{EXPECTED_LAYOUT}\n{HOW_TO_GET}",
+            **kwargs,
         )
 
     def check_data(self) -> None:
