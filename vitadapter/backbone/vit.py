@@ -14,6 +14,7 @@ from torch import nn
 
 from vitadapter.backbone.families import ViTFamily, family_for
 from vitadapter.backbone.fingerprint import state_fingerprint
+from vitadapter.backbone.weights import file_overlay, pretrained_source
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ def create_timm_vit(
 
     Args:
         name: any supported timm ViT name (see `vitadapter.backbone.families`).
-        pretrained: load timm's pretrained weights (needs internet or a populated HF cache).
+        pretrained: load timm's pretrained weights: from the local Hugging Face cache when they are
+            there (no network call), else downloaded; with neither, `PretrainedWeightsUnavailable`
+            says what to do within seconds (see `vitadapter.backbone.weights`).
         checkpoint: a local weights file; loaded by timm, which adapts it to the model.
         seed: initialisation seed when no weights are loaded, so random backbones are reproducible.
         model_kwargs: extra timm constructor arguments (e.g. `depth`, `patch_size` for demos).
@@ -68,7 +71,9 @@ def create_timm_vit(
                 "(.pth/.bin/.safetensors) for the timm model, or set model.backbone.checkpoint=null"
             )
         pretrained = True
-        kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint)}
+        kwargs["pretrained_cfg_overlay"] = file_overlay(checkpoint)
+    elif pretrained:
+        kwargs["pretrained_cfg_overlay"] = pretrained_source(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:  # VisionTransformer and Eva resample their position embedding per input themselves

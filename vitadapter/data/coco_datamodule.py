@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vitadapter.data.bad_samples import skip_policy
-from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file
+from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file, check_split_files
 from vitadapter.data.loaders import eval_loader, floats, plain, train_loader, training_shard
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -176,6 +176,13 @@ class COCODataModule(L.LightningDataModule):
         """
         self.mean, self.std = floats(mean, "mean", 3), floats(std, "std", 3)
         self.train_set = self.val_set = None  # rebuilt with the new statistics on the next setup
+
+    def check_data(self) -> None:
+        """Raise the dataset's FileNotFoundError (layout and download hint) if an annotation file or image
+        folder is missing, before the model is built; nothing to check when ``prepare_data`` writes a synthetic set."""
+        if self.synthetic is None:
+            for split in (self.train_split, self.val_split):
+                check_split_files(self.root, split)
 
     def prepare_data(self) -> None:
         """Write the synthetic set into ``root`` if requested and not already there with the same parameters."""

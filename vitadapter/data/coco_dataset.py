@@ -56,13 +56,24 @@ def annotation_file(root: str | Path, split: str) -> Path:
     return Path(root) / "annotations" / f"instances_{split}.json"
 
 
+def _not_found(what: str, path: Path) -> FileNotFoundError:
+    return FileNotFoundError(f"{what} not found: {path}\nExpected layout:\n{EXPECTED_LAYOUT}\n{_HOW_TO_GET}")
+
+
+def check_split_files(root: str | Path, split: str) -> None:
+    """Raises the dataset's own FileNotFoundError if the annotation file or the image folder of `split` is
+    missing under `root`; reads neither (a check before anything else is built)."""
+    if not annotation_file(root, split).is_file():
+        raise _not_found("COCO annotation file", annotation_file(root, split))
+    if not (Path(root) / split).is_dir():
+        raise _not_found("COCO image folder", Path(root) / split)
+
+
 def load_coco(path: str | Path) -> COCO:
     """Parse and index the COCO annotation json ``path`` with pycocotools, without its progress prints."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"COCO annotation file not found: {path}\nExpected layout:\n{EXPECTED_LAYOUT}\n{_HOW_TO_GET}"
-        )
+        raise _not_found("COCO annotation file", path)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(path))
@@ -139,9 +150,7 @@ class COCODetectionDataset(Dataset):
         self.image_dir = self.root / split
         coco = load_coco(self.annotation_file)
         if not self.image_dir.is_dir():
-            raise FileNotFoundError(
-                f"COCO image folder not found: {self.image_dir}\nExpected layout:\n{EXPECTED_LAYOUT}\n{_HOW_TO_GET}"
-            )
+            raise _not_found("COCO image folder", self.image_dir)
         self._check_files(coco)
         self.category_ids: list[int] = sorted(int(c) for c in coco.cats)
         if not self.category_ids:

@@ -14,8 +14,14 @@ from vitadapter.run.checkpoint_io import AtomicCheckpointIO
 RUN_CONFIG_KEYS = ("model", "data", "monitor")
 
 
-def build_datamodule_and_task(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+def build_datamodule_and_task(
+    cfg: DictConfig, check_data: bool = False
+) -> tuple[L.LightningDataModule, L.LightningModule]:
     """Instantiates `cfg.data` and `cfg.model` and wires them together.
+
+    With `check_data` (train.py), the datamodule's `check_data()` reports a missing dataset folder before
+    the model, and its pretrained weights, are built or downloaded. (Not for eval.py yet: `check_data`
+    checks both splits, and evaluation needs only the validation one.)
 
     The task gets the datamodule's class names; the datamodule normalises with the backbone's own
     mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved model/data config
@@ -24,11 +30,14 @@ def build_datamodule_and_task(cfg: DictConfig) -> tuple[L.LightningDataModule, L
 
     Args:
         cfg: the composed run config (train.yaml or eval.yaml).
+        check_data: check the dataset's files first (prediction and export do not read them).
 
     Returns:
         (datamodule, task).
     """
     datamodule = instantiate(cfg.data)
+    if check_data and hasattr(datamodule, "check_data"):
+        datamodule.check_data()
     task = instantiate(cfg.model, class_names=datamodule.class_names)
     if cfg.data.get("mean") is None or cfg.data.get("std") is None:
         datamodule.set_normalization(task.backbone.mean, task.backbone.std)

@@ -45,7 +45,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     refuse_ddp_sweep_on_basic_launcher(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    datamodule, task = build_datamodule_and_task(cfg)
+    datamodule, task = build_datamodule_and_task(cfg, check_data=True)
     trainer = build_trainer(cfg)
     # eval.py evaluates on this device type when its machine has one
     task.run_config["trained_on"] = trainer.strategy.root_device.type
