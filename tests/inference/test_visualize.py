@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from vitadapter.inference.visualize import class_palette, draw_detections, draw_segmentation
@@ -38,3 +39,15 @@ def test_draw_segmentation_blends_and_lists_present_classes() -> None:
     assert drawn.shape[0] >= 40 and drawn.shape[1] > 50
     legend = drawn[:, 50:]
     assert any((legend == palette[2]).all(axis=-1).ravel()) and not any((legend == palette[1]).all(axis=-1).ravel())
+
+
+def test_draw_segmentation_uses_the_datasets_palette() -> None:
+    image = np.zeros((40, 50, 3), dtype=np.uint8)
+    class_map = np.zeros((40, 50), dtype=np.int64)
+    class_map[:, 25:] = 1
+    palette = [(0, 0, 0), (255, 0, 0)]
+    drawn = np.asarray(draw_segmentation(image, class_map, ["background", "crack"], alpha=1.0, palette=palette))
+    assert tuple(drawn[5, 5]) == (0, 0, 0) and tuple(drawn[5, 40]) == (255, 0, 0)
+    assert any((drawn[:, 50:] == (255, 0, 0)).all(axis=-1).ravel())
+    with pytest.raises(ValueError, match="the palette has 2 colours for 3 classes"):
+        draw_segmentation(image, class_map, ["a", "b", "c"], palette=palette)

@@ -33,6 +33,14 @@ def class_palette(num_classes: int) -> list[tuple[int, int, int]]:
     return colors
 
 
+def _palette(num_classes: int, palette: Sequence[Sequence[int]] | None) -> list[tuple[int, int, int]]:
+    if palette is None:
+        return class_palette(num_classes)
+    if len(palette) != num_classes:
+        raise ValueError(f"the palette has {len(palette)} colours for {num_classes} classes")
+    return [(int(r), int(g), int(b)) for r, g, b in palette]
+
+
 def draw_detections(
     image: np.ndarray,
     prediction: Mapping[str, Tensor],
@@ -78,9 +86,10 @@ def draw_detections(
 
 
 def blend_class_map(
-    image: np.ndarray, class_map: np.ndarray, num_classes: int, alpha: float = 0.5, ignore_index: int | None = None
+    image: np.ndarray, class_map: np.ndarray, num_classes: int, alpha: float = 0.5, ignore_index: int | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
-    """Blends each pixel's class colour (`class_palette`) over the image.
+    """Blends each pixel's class colour (`palette`, else `class_palette`) over the image.
 
     Args:
         image: H×W×3 uint8 RGB.
@@ -88,6 +97,7 @@ def blend_class_map(
         num_classes: K.
         alpha: opacity of the class colours.
         ignore_index: label value drawn as the bare image (unlabelled pixels of a ground truth).
+        palette: one RGB colour per class (the dataset's, e.g. `data.palette`); None: `class_palette`.
 
     Returns:
         The H×W×3 uint8 RGB blend.
@@ -95,8 +105,8 @@ def blend_class_map(
     if class_map.shape != image.shape[:2]:
         raise ValueError(f"class map {class_map.shape} and image {image.shape[:2]} differ in size")
     ignored = class_map == ignore_index if ignore_index is not None else np.zeros(class_map.shape, dtype=bool)
-    palette = np.array(class_palette(num_classes), dtype=np.float32).reshape(-1, 3)
-    colors = palette[np.where(ignored, 0, class_map)]
+    colours = np.array(_palette(num_classes, palette), dtype=np.float32).reshape(-1, 3)
+    colors = colours[np.where(ignored, 0, class_map)]
     blended = np.where(ignored[..., None], image, (1.0 - alpha) * image.astype(np.float32) + alpha * colors)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
@@ -107,18 +117,20 @@ def classes_by_area(*class_maps: np.ndarray, ignore_index: int | None = None) ->
     return [int(i) for i in ids[np.argsort(-counts, kind="stable")] if i != ignore_index]
 
 
-def add_legend(picture: np.ndarray, classes: Sequence[int], class_names: Sequence[str]) -> Image.Image:
+def add_legend(picture: np.ndarray, classes: Sequence[int], class_names: Sequence[str],
+               palette: Sequence[Sequence[int]] | None = None) -> Image.Image:
     """Adds to the right of `picture` a legend: one colour swatch and name per class, in the given order.
 
     Args:
         picture: H×W×3 uint8 RGB.
         classes: the class indices to list.
         class_names: one name per class (their number sets the palette).
+        palette: one RGB colour per class; None: `class_palette`.
 
     Returns:
         The picture with the legend; taller than the picture when the list needs it (white below).
     """
-    palette = class_palette(len(class_names))
+    palette = _palette(len(class_names), palette)
     font = ImageFont.load_default()
     text_width = max((int(font.getlength(class_names[k])) for k in classes), default=0)
     legend_width = _LEGEND_SWATCH + text_width + 20
@@ -134,7 +146,8 @@ def add_legend(picture: np.ndarray, classes: Sequence[int], class_names: Sequenc
 
 
 def draw_segmentation(
-    image: np.ndarray, class_map: np.ndarray, class_names: Sequence[str], alpha: float = 0.5
+    image: np.ndarray, class_map: np.ndarray, class_names: Sequence[str], alpha: float = 0.5,
+    palette: Sequence[Sequence[int]] | None = None,
 ) -> Image.Image:
     """Blends a colour-coded class map over the image and adds a legend of the classes present.
 
@@ -143,9 +156,10 @@ def draw_segmentation(
         class_map: H×W integer class indices (0..K-1).
         class_names: one name per class.
         alpha: opacity of the class colours.
+        palette: one RGB colour per class (the dataset's); None: `class_palette`.
 
     Returns:
         The image with the class map, and to its right the legend (classes by area, largest first).
     """
-    overlay = blend_class_map(image, class_map, len(class_names), alpha)
-    return add_legend(overlay, classes_by_area(class_map), class_names)
+    overlay = blend_class_map(image, class_map, len(class_names), alpha, palette=palette)
+    return add_legend(overlay, classes_by_area(class_map), class_names, palette)

@@ -81,14 +81,16 @@ def detection_drawer(
 
 def segmentation_drawer(task: SegmentationTask, datamodule: SegmentationDataModule, device: torch.device,
                         alpha: float) -> Drawer:
-    """Image -> class map blended over it with a legend, through the datamodule's evaluation transform."""
+    """Image -> class map blended over it (in the dataset's colours if it has them) with a legend, through the
+    datamodule's evaluation transform."""
     transform = build_val_transform(scale=datamodule.test_scale, mean=datamodule.mean, std=datamodule.std)
+    palette = getattr(datamodule, "palette", None)  # the dataset's class colours (data.palette, classes.txt)
 
     def draw(rgb: np.ndarray) -> Image.Image:
         normalised = transform(image=rgb)["image"]
         image = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1))).float()[None].to(device)
         class_map = task.predict_probabilities(image, rgb.shape[:2]).argmax(dim=1)[0]
-        return draw_segmentation(rgb, class_map.cpu().numpy(), task.class_names, alpha)
+        return draw_segmentation(rgb, class_map.cpu().numpy(), task.class_names, alpha, palette)
 
     return draw
 
