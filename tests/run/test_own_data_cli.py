@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.datasets.seg_layouts import FOLDER_CLASSES, write_folder_seg, write_pascal_voc
@@ -32,6 +33,9 @@ def test_trains_evaluates_and_writes_the_datasets_label_values(name: str, tmp_pa
     assert len(per_class) == num_classes
     if not isinstance(classes, int):
         assert per_class == {f"val/IoU/{c}" for c in classes}
+        # classes.txt's names and colours are kept in the checkpoint, which then rebuilds without the dataset
+        data = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["vitadapter"]["config"]["data"]
+        assert data["class_names"] == classes and data["palette"] == [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
 
     out = tmp_path / "eval"
     run_cli("eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "eval.save_predictions=true",

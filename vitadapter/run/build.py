@@ -25,7 +25,7 @@ def build_datamodule_and_task(
 
     The task gets the datamodule's class names; the datamodule normalises with the backbone's own
     mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved model/data config
-    so that its checkpoints can rebuild it (and the trainer's precision, so that evaluating a checkpoint
+    (with the class names and colours a `classes.txt` gave) so that its checkpoints can rebuild it (and the trainer's precision, so that evaluating a checkpoint
     computes with the arithmetic its training-end validation used).
 
     Args:
@@ -42,6 +42,10 @@ def build_datamodule_and_task(
     if cfg.data.get("mean") is None or cfg.data.get("std") is None:
         datamodule.set_normalization(task.backbone.mean, task.backbone.std)
     task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in RUN_CONFIG_KEYS if key in cfg}
+    if getattr(datamodule, "classes_from_file", False):
+        # classes read from the dataset's classes.txt go into the checkpoint: it rebuilds without the dataset
+        palette = None if datamodule.palette is None else [list(colour) for colour in datamodule.palette]
+        task.run_config["data"].update(class_names=list(datamodule.class_names), palette=palette)
     if "trainer" in cfg:
         task.run_config["trainer"] = {"precision": cfg.trainer.precision}
     return datamodule, task
