@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vitadapter.data.bad_samples import skip_policy
-from vitadapter.data.coco_dataset import COCODetectionDataset, annotation_file, check_split_files
+from vitadapter.data.coco_dataset import COCODetectionDataset, check_split_files, split_paths
 from vitadapter.data.loaders import eval_loader, floats, plain, train_loader, training_shard
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -72,6 +72,11 @@ class COCODataModule(L.LightningDataModule):
         scale_range: Large-scale-jitter range of the longer side, in units of ``image_size``.
         train_split: Training split name (image folder and annotation suffix).
         val_split: Evaluation split name.
+        train_ann_file: Training annotation file of any COCO-format dataset, instead of
+            ``annotations/instances_<train_split>.json`` (relative to ``root``, or absolute).
+        train_img_dir: Training image folder instead of ``<train_split>`` (relative to ``root``, or absolute).
+        val_ann_file: Evaluation annotation file, as ``train_ann_file``.
+        val_img_dir: Evaluation image folder, as ``train_img_dir``.
         skip_empty_train: Leave out training images without a usable annotation.
         mean: Normalisation mean in 0..1 units; None gives ImageNet's until ``set_normalization``
             provides the backbone's.
@@ -95,6 +100,10 @@ class COCODataModule(L.LightningDataModule):
         scale_range: Sequence[float] = (0.1, 2.0),
         train_split: str = "train2017",
         val_split: str = "val2017",
+        train_ann_file: str | None = None,
+        train_img_dir: str | None = None,
+        val_ann_file: str | None = None,
+        val_img_dir: str | None = None,
         skip_empty_train: bool = True,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -118,6 +127,9 @@ class COCODataModule(L.LightningDataModule):
         self.scale_range: tuple[float, ...] = floats(scale_range, "scale_range", 2)
         self.train_split = str(train_split)
         self.val_split = str(val_split)
+        # (annotation file, image folder) of each split; None: the COCO 2017 layout
+        self.train_files: dict[str, str | None] = {"ann_file": train_ann_file, "img_dir": train_img_dir}
+        self.val_files: dict[str, str | None] = {"ann_file": val_ann_file, "img_dir": val_img_dir}
         self.skip_empty_train = bool(skip_empty_train)
         self.mean: tuple[float, ...] = floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
         self.std: tuple[float, ...] = floats(IMAGENET_STD if std is None else std, "std", 3)
@@ -130,7 +142,7 @@ class COCODataModule(L.LightningDataModule):
     @property
     def val_annotation_file(self) -> Path:
         """Ground-truth json of the evaluation split (for ``COCOEvaluator``)."""
-        return annotation_file(self.root, self.val_split)
+        return split_paths(self.root, self.val_split, **self.val_files)[0]
 
     def _category_list(self) -> list[tuple[int, str]]:
         """(COCO id, name) sorted by id: the synthetic set's, else the evaluation json's, else COCO 2017's.
@@ -181,8 +193,8 @@ class COCODataModule(L.LightningDataModule):
         """Raise the dataset's FileNotFoundError (layout and download hint) if an annotation file or image
         folder is missing, before the model is built; nothing to check when ``prepare_data`` writes a synthetic set."""
         if self.synthetic is None:
-            for split in (self.train_split, self.val_split):
-                check_split_files(self.root, split)
+            check_split_files(self.root, self.train_split, **self.train_files)
+            check_split_files(self.root, self.val_split, **self.val_files)
 
     def prepare_data(self) -> None:
         """Write the synthetic set into ``root`` if requested and not already there with the same parameters."""
@@ -211,7 +223,7 @@ class COCODataModule(L.LightningDataModule):
                 seed=torch.initial_seed(),  # training samples reseed it (see resumable_loading)
             )
             self.train_set = COCODetectionDataset(
-                self.root, self.train_split, transform=train_tf, skip_empty=self.skip_empty_train,
+                self.root, self.train_split, transform=train_tf, skip_empty=self.skip_empty_train, **self.train_files,
                 on_bad_sample=skip_policy(self.skip_bad_samples, training=True),
             )
             self._check_categories(self.train_set)
@@ -219,6 +231,7 @@ class COCODataModule(L.LightningDataModule):
             val_tf = build_det_val_transform(self.image_size, mean=self.mean, std=self.std)
             # masks are not needed: COCOeval reads the ground truth from the annotation file
             self.val_set = COCODetectionDataset(self.root, self.val_split, transform=val_tf, with_masks=False,
+                                                **self.val_files,
                                                 on_bad_sample=skip_policy(self.skip_bad_samples, training=False))
             self._check_categories(self.val_set)
 

@@ -60,13 +60,26 @@ def _not_found(what: str, path: Path) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found: {path}\nExpected layout:\n{EXPECTED_LAYOUT}\n{_HOW_TO_GET}")
 
 
-def check_split_files(root: str | Path, split: str) -> None:
-    """Raises the dataset's own FileNotFoundError if the annotation file or the image folder of `split` is
-    missing under `root`; reads neither (a check before anything else is built)."""
-    if not annotation_file(root, split).is_file():
-        raise _not_found("COCO annotation file", annotation_file(root, split))
-    if not (Path(root) / split).is_dir():
-        raise _not_found("COCO image folder", Path(root) / split)
+def split_paths(
+    root: str | Path, split: str, ann_file: str | Path | None = None, img_dir: str | Path | None = None
+) -> tuple[Path, Path]:
+    """The annotation file and image folder of ``split``: ``root/annotations/instances_<split>.json`` and
+    ``root/<split>``, or ``ann_file`` / ``img_dir`` when given (relative to ``root``, or absolute)."""
+    root = Path(root)
+    return (annotation_file(root, split) if ann_file is None else root / ann_file,
+            root / (split if img_dir is None else img_dir))
+
+
+def check_split_files(
+    root: str | Path, split: str, ann_file: str | Path | None = None, img_dir: str | Path | None = None
+) -> None:
+    """Raises the dataset's own FileNotFoundError if the annotation file or the image folder of `split` (see
+    ``split_paths``) is missing; reads neither (a check before anything else is built)."""
+    annotations, images = split_paths(root, split, ann_file, img_dir)
+    if not annotations.is_file():
+        raise _not_found("COCO annotation file", annotations)
+    if not images.is_dir():
+        raise _not_found("COCO image folder", images)
 
 
 def load_coco(path: str | Path) -> COCO:
@@ -129,6 +142,9 @@ class COCODetectionDataset(Dataset):
         on_bad_sample: What an image that cannot be used does (see ``vitadapter.data.bad_samples``):
             "raise" a ``BadSampleError``; "replace" the sample by the next good one (training); "drop" it
             (evaluation).
+        ann_file: Annotation file of any COCO-format dataset instead of
+            ``annotations/instances_<split>.json`` (relative to ``root``, or absolute).
+        img_dir: Image folder instead of ``<split>`` (relative to ``root``, or absolute).
     """
 
     def __init__(
@@ -139,6 +155,8 @@ class COCODetectionDataset(Dataset):
         skip_empty: bool = False,
         with_masks: bool = True,
         on_bad_sample: str = "raise",
+        ann_file: str | Path | None = None,
+        img_dir: str | Path | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -146,8 +164,7 @@ class COCODetectionDataset(Dataset):
         self.skip_empty = skip_empty
         self.with_masks = with_masks
         self.on_bad_sample = check_policy(on_bad_sample)
-        self.annotation_file = annotation_file(self.root, split)
-        self.image_dir = self.root / split
+        self.annotation_file, self.image_dir = split_paths(self.root, split, ann_file, img_dir)
         coco = load_coco(self.annotation_file)
         if not self.image_dir.is_dir():
             raise _not_found("COCO image folder", self.image_dir)
