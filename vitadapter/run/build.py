@@ -25,8 +25,9 @@ def build_datamodule_and_task(
 
     The task gets the datamodule's class names; the datamodule normalises with the backbone's own
     mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved model/data config
-    (with the class names and colours a `classes.txt` gave) so that its checkpoints can rebuild it (and the trainer's precision, so that evaluating a checkpoint
-    computes with the arithmetic its training-end validation used).
+    (with the class names and colours a `classes.txt` gave) so that its checkpoints can rebuild it (and
+    the trainer's precision, so that evaluating a checkpoint computes with the arithmetic its
+    training-end validation used).
 
     Args:
         cfg: the composed run config (train.yaml or eval.yaml).
