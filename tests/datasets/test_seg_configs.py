@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from tests.datasets.seg_layouts import (
@@ -134,3 +135,15 @@ def test_split_file_lists_missing_files(tmp_path) -> None:
         img_suffix=".jpg", class_names=[str(i) for i in range(21)], num_workers=0)
     with pytest.raises(FileNotFoundError, match=r"1 file\(s\) listed in .*val\.txt do not exist: .*2007_000033\.png"):
         datamodule.setup("validate")
+
+
+@pytest.mark.parametrize(("name", "hint"), [("cityscapes", "csCreateTrainIdLabelImgs"),
+                                            ("pascal_voc", "VOCtrainval_11-May-2012.tar"),
+                                            ("ade20k", "download_ade20k.sh")])
+def test_missing_dataset_is_reported_with_preparation_notes(name, hint, compose_config, tmp_path) -> None:
+    cfg = compose_config("train", [f"data={name}", f"data.root={tmp_path / 'nowhere'}"], tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"(?s)root not found: .*nowhere \(data.root\).*{hint}"):
+        instantiate(cfg.data).check_data()
+    (tmp_path / "nowhere").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"(?s)(img_dir|split_file) not found: .*nowhere.*Expected layout"):
+        instantiate(cfg.data).check_data()
