@@ -75,7 +75,8 @@ class PredictionOverlays(L.Callback):
                   "max_size": self.max_size}
         if "mask" in batch:  # segmentation: lists of images, masks, names; outputs["preds"] one map per image
             for image, mask, pred, name in zip(batch["image"], batch["mask"], outputs["preds"], batch["name"]):
-                yield str(name), segmentation_overlay(image, mask, pred, ignore_index=pl_module.ignore_index, **common)
+                yield str(name), segmentation_overlay(image, mask, pred, ignore_index=pl_module.ignore_index,
+                                                      palette=getattr(trainer.datamodule, "palette", None), **common)
         elif "targets" in batch:  # detection: outputs["predictions"] in original pixels, one dict per image
             for image, target, prediction, scale, orig_size, image_id in zip(
                 batch["images"], batch["targets"], outputs["predictions"], batch["scales"], batch["orig_sizes"],

@@ -82,6 +82,7 @@ def segmentation_overlay(
     ignore_index: int = 255,
     alpha: float = 0.5,
     max_size: int = 512,
+    palette: Sequence[Sequence[int]] | None = None,
 ) -> Image.Image:
     """Image | ground-truth classes | predicted classes, then a legend of the classes in either map.
 
@@ -95,6 +96,7 @@ def segmentation_overlay(
         ignore_index: the unlabelled value of the ground truth.
         alpha: opacity of the class colours.
         max_size: longest side of each panel.
+        palette: one RGB colour per class (the dataset's); None: `class_palette`.
 
     Returns:
         The picture: three panels of the display size (see `display_size`, `side_by_side`), then the legend.
@@ -104,9 +106,10 @@ def segmentation_overlay(
     truth = _resize_nearest(mask.detach().cpu(), size).numpy()
     predicted = _resize_nearest(prediction.detach().cpu(), size).numpy()
     num_classes = len(class_names)
-    panels = [rgb, blend_class_map(rgb, truth, num_classes, alpha, ignore_index),
-              blend_class_map(rgb, predicted, num_classes, alpha)]
-    return add_legend(side_by_side(panels), classes_by_area(truth, predicted, ignore_index=ignore_index), class_names)
+    panels = [rgb, blend_class_map(rgb, truth, num_classes, alpha, ignore_index, palette=palette),
+              blend_class_map(rgb, predicted, num_classes, alpha, palette=palette)]
+    return add_legend(side_by_side(panels), classes_by_area(truth, predicted, ignore_index=ignore_index), class_names,
+                      palette)
 
 
 def _scaled(detections: Mapping[str, Tensor], factor: float, size: tuple[int, int]) -> dict[str, Tensor]:
