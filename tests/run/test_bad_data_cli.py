@@ -73,6 +73,7 @@ def test_error_mode_stops_the_run_naming_the_file_from_a_worker(tmp_path: Path, 
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow  # the in-process COCO drop test runs by default
 def test_eval_scores_coco_without_the_skipped_image_and_reports_it(tmp_path: Path, det_demo_run: Path,
                                                                   det_data_root: Path) -> None:
     root = tmp_path / "coco"

@@ -90,6 +90,7 @@ def test_detection_sweep_summary_and_ddp(tmp_path: Path, det_data_root: Path) ->
     _assert_final_figures_were_logged(tmp_path / "ddp", json.loads((tmp_path / "ddp" / "metrics.json").read_text()))
 
 
+@pytest.mark.slow  # the segmentation DDP check runs by default
 def test_ddp_validation_scores_what_one_process_scores(det_demo_run: Path, tmp_path: Path) -> None:
     checkpoint = det_demo_run / "checkpoints" / "last.ckpt"
     results = {}

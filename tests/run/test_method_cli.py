@@ -20,7 +20,7 @@ def _train_then_eval(train_args: list[str], tmp_path: Path, *eval_args: str) -> 
     return trained, evaluated, torch.load(checkpoint, map_location="cpu", weights_only=False)
 
 
-@pytest.mark.parametrize("method", ["vpt", "full"])
+@pytest.mark.parametrize("method", ["vpt", pytest.param("full", marks=pytest.mark.slow)])
 def test_segmentation_method_trains_and_eval_reproduces_it(method: str, tmp_path: Path, seg_data_root: Path) -> None:
     args = ["experiment=demo_seg", *tiny_seg_overrides(seg_data_root), f"model/adapter={method}"]
     trained, evaluated, checkpoint = _train_then_eval(args, tmp_path)
@@ -31,6 +31,7 @@ def test_segmentation_method_trains_and_eval_reproduces_it(method: str, tmp_path
     assert trained["ckpt/size_mb"] > 0 and trained["perf/train_step_ms"] > 0
 
 
+@pytest.mark.slow  # merging is checked in process for every method; this is the detection CLI path
 def test_lora_detection_evaluates_merged_and_unmerged_alike(tmp_path: Path, det_data_root: Path) -> None:
     args = ["experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"), "model/adapter=lora"]
     trained, evaluated, checkpoint = _train_then_eval(args, tmp_path)

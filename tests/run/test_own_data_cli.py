@@ -21,7 +21,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "pascal_voc" else n for n in CASES])
 def test_trains_evaluates_and_writes_the_datasets_label_values(name: str, tmp_path: Path) -> None:
     write, classes, mask_dir, split_file = CASES[name]
     root = write(tmp_path / "data")

@@ -96,6 +96,7 @@ def test_sigterm_saves_last_checkpoint_exits_zero_and_resumes(tmp_path: Path, se
     assert (resumed / "metrics.json").is_file()
 
 
+@pytest.mark.slow  # the single-process SIGTERM test runs by default
 def test_sigusr1_to_rank_zero_stops_both_ddp_ranks_at_one_step(tmp_path: Path, seg_data_root: Path) -> None:
     run_dir = tmp_path / "run"
     proc, out = _start_train(run_dir, seg_data_root, "trainer=ddp_sim")

@@ -103,6 +103,7 @@ def test_two_step_run_of_every_other_segmentation_experiment(experiment: str, tm
     assert metrics["val/mIoU"] == pytest.approx(last_logged(tmp_path, "val/mIoU"), abs=1e-4)
 
 
+@pytest.mark.slow  # the submitit_local sweep test writes a summary by default
 def test_sweep_writes_summary(tmp_path: Path, seg_data_root: Path) -> None:
     overrides = [o for o in tiny_seg_overrides(seg_data_root) if not o.startswith("model.adapter.bottleneck_dim")]
     run_cli("train.py", "-m", "experiment=demo_seg", *overrides, "model.adapter.bottleneck_dim=4,8",
@@ -140,6 +141,7 @@ def test_missing_dataset_says_where_to_get_it(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "download_ade20k.sh" in proc.stderr
 
 
+@pytest.mark.slow  # test_exact_resume covers resuming through train.py
 def test_resume_from_last_checkpoint_continues_training(demo_run: Path, tmp_path: Path, seg_data_root: Path) -> None:
     overrides = [o for o in tiny_seg_overrides(seg_data_root) if not o.startswith("trainer.max_steps")]
     run_cli("train.py", "experiment=demo_seg", *overrides, "trainer.max_steps=4",

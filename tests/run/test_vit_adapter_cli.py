@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli, tiny_det_overrides, tiny_seg_overrides
@@ -38,6 +39,7 @@ def test_segmentation_demo_trains_and_eval_reproduces_it(tmp_path: Path, seg_dat
     assert not any(k.startswith("encoder.neck.injectors.") for k in state)  # the demo runs inject=false
 
 
+@pytest.mark.slow  # the segmentation CLI test runs by default
 def test_detection_with_the_vit_adapter_neck_and_lora_inside_the_vit(tmp_path: Path, det_data_root: Path) -> None:
     args = ["experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light", "vit_adapter"),
             "model/adapter=lora"]
