@@ -31,10 +31,11 @@ def sample_seed(seed: int, rank: int, epoch: int, index: int) -> int:
 
 
 def keyed_index(key: int | SampleKey, transform: Any) -> int:
-    """The dataset index in `key`; an (index, seed) key first reseeds `transform` (`set_random_seed`) with its seed."""
+    """The dataset index in `key`; an (index, seed) key first reseeds `transform` (if any) with its seed."""
     if isinstance(key, tuple):
         index, seed = key
-        transform.set_random_seed(seed)
+        if transform is not None:
+            transform.set_random_seed(seed)
         return index
     return key
 
