@@ -12,20 +12,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-import torch.distributed as dist
 
 from vitadapter.data.bad_samples import SKIPPED, BadSampleError
 from vitadapter.tasks.loss_guard import batch_image_names
+from vitadapter.utils.ranks import gather_from_ranks
 
 log = logging.getLogger(__name__)
 
 
 def _union_over_ranks(files: dict[str, str], count: int = 0) -> tuple[dict[str, str], int]:
     """The files (path -> reason) of every rank merged and the counts summed (a collective under DDP)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return dict(files), count
-    payloads: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(payloads, (files, count))
+    payloads = gather_from_ranks((files, count))
     merged: dict[str, str] = {}
     for rank_files, _ in payloads:
         merged.update(rank_files)

@@ -9,7 +9,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from vitadapter.utils.ranks import gather_from_ranks
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,6 @@ def set_global_random_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _gather(obj: Any) -> list[Any]:
-    """`obj` of every rank, in rank order (a collective: every rank calls it)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return [obj]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
 class ExactResume(L.Callback):
     """Saves what Lightning's checkpoint lacks for a bit-identical resume, for every rank.
 
@@ -70,7 +62,7 @@ class ExactResume(L.Callback):
         if loops is None:  # a weights-only save
             return
         own = {"random": global_random_states(), "loader": loops["fit_loop"]["state_dict"].get("combined_loader")}
-        checkpoint[RANK_STATES_KEY] = _gather(own)
+        checkpoint[RANK_STATES_KEY] = gather_from_ranks(own)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get(RANK_STATES_KEY)

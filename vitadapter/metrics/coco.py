@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from vitadapter.utils.ranks import gather_from_ranks
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +224,9 @@ class COCOEvaluator:
 
     def gather(self) -> None:
         """Merge the detections of all ranks (call on every rank); an image seen by several ranks counts once."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        payloads = gather_from_ranks((self._per_image, self._with_masks))
+        if len(payloads) == 1:
             return
-        payloads: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(payloads, (self._per_image, self._with_masks))
         self._per_image, self._with_masks = merge_rank_results(payloads)
 
     def compute(self) -> dict[str, float | None]:
