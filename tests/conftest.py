@@ -39,6 +39,16 @@ def det_demo_run(tmp_path_factory: pytest.TempPathFactory, det_data_root: Path) 
 
 
 @pytest.fixture(scope="session")
+def seg_demo_run(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
+    """A 2-step demo_seg training run through train.py in bf16 autocast, as the demo runs (shared by the CLI,
+    multi-task and fusion tests); its run directory. It shares its frozen ViT with `det_demo_run`."""
+    run_dir = tmp_path_factory.mktemp("seg_demo_run")
+    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "trainer.precision=bf16-mixed",
+            f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
     """A 2-step LoRA demo_seg run of train.py whose B matrices are then set to random values, so merging matters
     (shared by the merged-timm and the ONNX export tests)."""

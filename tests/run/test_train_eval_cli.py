@@ -19,12 +19,9 @@ SEG_EXPERIMENTS = [e for e in EXPERIMENTS if "_seg" in e]
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
-    """A 2-step demo_seg training run in bf16 autocast, as the demo runs; returns its run directory."""
-    run_dir = tmp_path_factory.mktemp("demo_run")
-    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "trainer.precision=bf16-mixed",
-            f"hydra.run.dir={run_dir}")
-    return run_dir
+def demo_run(seg_demo_run: Path) -> Path:
+    """The shared 2-step demo_seg run (tests/conftest.py)."""
+    return seg_demo_run
 
 
 def test_run_directory_holds_the_contracted_files(demo_run: Path) -> None:
