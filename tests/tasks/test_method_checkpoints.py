@@ -23,9 +23,18 @@ TASKS = {
 }
 
 
-def _build(compose_config, task: str, method: str, neck: str | None, data_root: Path, tmp_path: Path):
-    cfg = compose_config("train", [*TASKS[task](data_root, neck), f"model/adapter={method}"], tmp_path)
+def _build(compose_config, task: str, method: str, neck: str | None, data_root: Path, tmp_path: Path,
+           extra: tuple[str, ...] = ()):
+    cfg = compose_config("train", [*TASKS[task](data_root, neck), f"model/adapter={method}", *extra], tmp_path)
     return build_datamodule_and_task(cfg)[1]
+
+
+def _method_overrides(method: str, request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """AdapterFusion needs sources: the adapters of the 2-step demo_seg and demo_det runs (same frozen ViT)."""
+    if method != "fusion":
+        return ()
+    runs = [request.getfixturevalue(name) / "checkpoints" / "last.ckpt" for name in ("seg_demo_run", "det_demo_run")]
+    return (f"model.adapter.sources=[{','.join(repr(str(run)) for run in runs)}]",)
 
 
 def _perturb_trainable(task: torch.nn.Module) -> None:
@@ -60,10 +69,11 @@ def _outputs(task: torch.nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
 @pytest.mark.parametrize(("method", "neck"), CASES, ids=[f"{m}-{n or 'own_neck'}" for m, n in CASES])
 def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
     method: str, neck: str | None, task_kind: str, compose_config, tmp_path: Path, seg_data_root: Path,
-    det_data_root: Path
+    det_data_root: Path, request: pytest.FixtureRequest
 ) -> None:
     data_root = seg_data_root if task_kind == "seg" else det_data_root
-    task = _build(compose_config, task_kind, method, neck, data_root, tmp_path)
+    extra = _method_overrides(method, request)
+    task = _build(compose_config, task_kind, method, neck, data_root, tmp_path, extra)
     _perturb_trainable(task)
     # every tensor that trains reaches the loss (DDP runs with find_unused_parameters=false); no frozen one does
     task.train()
@@ -89,7 +99,7 @@ def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
     if method == "none":
         assert not any(".encoder.backbone." in f".{k}" for k in checkpoint["state_dict"])
 
-    fresh = _build(compose_config, task_kind, method, neck, data_root, tmp_path)
+    fresh = _build(compose_config, task_kind, method, neck, data_root, tmp_path, extra)
     loaded = torch.load(path, map_location="cpu", weights_only=False)
     fresh.on_load_checkpoint(loaded)
     fresh.load_state_dict(loaded["state_dict"], strict=True)

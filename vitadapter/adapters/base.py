@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -112,6 +112,33 @@ class MethodConfig:
     def merge_into(self, backbone: ViTBackbone) -> None:
         """Folds the trained method into the ViT's weights so that it is a plain timm model again."""
         raise NotImplementedError(f"method {self.method_name!r} cannot merge")
+
+    def checkpoint_record(self) -> dict[str, Any]:
+        """What checkpoints must record beyond tensors and config to rebuild the method identically.
+
+        AdapterFusion records its source checkpoints' content hashes here; most methods record nothing.
+        """
+        return {}
+
+    def check_checkpoint_record(self, record: dict[str, Any]) -> None:
+        """Refuses a checkpoint whose `checkpoint_record()` does not match this build (before its tensors load)."""
+
+
+class LoadedFrozenModules(nn.ModuleList):
+    """Frozen modules a method loaded from other checkpoints when it was applied (AdapterFusion's sources).
+
+    Like the frozen ViT, checkpoints leave their tensors out (the method loads them again when the
+    model is rebuilt and verifies them with `MethodConfig.check_checkpoint_record`); they never
+    train and stay in eval mode.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        super().__init__(modules)
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> LoadedFrozenModules:
+        return super().train(False)
 
 
 class SpatialAdapter(nn.Module):

@@ -32,7 +32,8 @@ class AdaptedBranch(nn.Module):
         branch: the block's drop-path module of that branch (identity in eval mode).
         sublayer: the attention or MLP whose input feeds a parallel adapter.
         adapter: the adapter module.
-        mode: "sequential" (adapter on the scaled sublayer output) or "parallel" (on the sublayer's input).
+        mode: "sequential" (adapter on the scaled sublayer output), "parallel" (on the sublayer's input) or
+            "both" (the adapter takes both: AdapterFusion, whose sources may be of either mode).
     """
 
     def __init__(self, branch: nn.Module, sublayer: nn.Module, adapter: nn.Module, mode: str) -> None:
@@ -41,7 +42,7 @@ class AdaptedBranch(nn.Module):
         self.adapter = adapter
         self.mode = mode
         self._sublayer_input: Tensor | None = None
-        if mode == "parallel":
+        if mode in ("parallel", "both"):
             # a forward pre-hook reads the sublayer's input without replacing the sublayer
             sublayer.register_forward_pre_hook(self._record_input)
 
@@ -49,13 +50,13 @@ class AdaptedBranch(nn.Module):
         self._sublayer_input = args[0]
 
     def forward(self, branch_output: Tensor) -> Tensor:
-        if self.mode == "parallel":
-            source, self._sublayer_input = self._sublayer_input, None
-            if source is None:
-                raise RuntimeError("a parallel adapter ran before its sublayer; the block must call the sublayer first")
-        else:
-            source = branch_output
-        return self.branch(branch_output + self.adapter(source))
+        if self.mode == "sequential":
+            return self.branch(branch_output + self.adapter(branch_output))
+        source, self._sublayer_input = self._sublayer_input, None
+        if source is None:
+            raise RuntimeError("a parallel adapter ran before its sublayer; the block must call the sublayer first")
+        delta = self.adapter(source) if self.mode == "parallel" else self.adapter(branch_output, source)
+        return self.branch(branch_output + delta)
 
 
 @dataclass
