@@ -134,6 +134,10 @@ class ViTBackbone(nn.Module):
         self.fingerprint = state_fingerprint(self.vit)
         # weak references, not bare ids: a merged-away tensor's (or module's) id may be reused by a new one
         self._frozen_tensors = {id(t): weakref.ref(t) for t in (*self.vit.parameters(), *self.vit.buffers())}
+        # each pretrained tensor's timm state-dict name: a method may move the tensor (LoRA's `qkv.base_layer`)
+        self._pretrained_names = {id(t): name for name, t in (*self.vit.named_parameters(), *self.vit.named_buffers())}
+        # set once the frozen tensors are shared with other tasks' backbones (`adopt_frozen_tensors`)
+        self.shares_frozen_tensors = False
         self._pretrained_modules = weakref.WeakSet(self.vit.modules())
         # set by a method that trains the ViT's own weights (full fine-tuning): its modules then follow train()
         self.modules_follow_train = False
@@ -168,6 +172,42 @@ class ViTBackbone(nn.Module):
     def is_frozen_tensor(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` belongs to the pretrained ViT as built and does not train now."""
         return not tensor.requires_grad and self.is_pretrained_tensor(tensor)
+
+    def frozen_tensor_slots(self) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
+        """Where each frozen pretrained tensor sits now, wherever a method moved it.
+
+        Returns:
+            (timm state-dict name, owning module, attribute, tensor) per frozen tensor of the ViT as built.
+        """
+        slots = []
+        for module in self.vit.modules():
+            for attribute, tensor in (*module._parameters.items(), *module._buffers.items()):
+                if tensor is not None and self.is_frozen_tensor(tensor):
+                    slots.append((self._pretrained_names[id(tensor)], module, attribute, tensor))
+        return slots
+
+    def adopt_frozen_tensors(self, shared: dict[str, torch.Tensor]) -> None:
+        """Replaces this ViT's frozen tensors by the same-named ones in `shared`, and adds those it lacks.
+
+        Several tasks' backbones built from the same frozen weights then hold one copy of them. Only
+        tensors that do not train here are replaced (a BitFit task keeps its own biases), and only by
+        tensors that train nowhere (the caller puts only frozen tensors into `shared`).
+
+        Args:
+            shared: timm state-dict name -> the frozen tensor every backbone uses (updated in place).
+        """
+        for name, module, attribute, tensor in self.frozen_tensor_slots():
+            common = shared.setdefault(name, tensor)
+            if common is tensor:
+                continue
+            if common.shape != tensor.shape or common.dtype != tensor.dtype or not torch.equal(common, tensor):
+                raise ValueError(f"frozen tensor {name!r} differs between the backbones that share it; "
+                                 "only backbones with the same fingerprint can share frozen weights")
+            slots = module._parameters if attribute in module._parameters else module._buffers
+            slots[attribute] = common
+            self._frozen_tensors[id(common)] = weakref.ref(common)
+            self._pretrained_names[id(common)] = name
+        self.shares_frozen_tensors = True
 
     def train(self, mode: bool = True) -> ViTBackbone:
         """Keeps the frozen ViT in eval mode; modules a PEFT method placed inside it switch."""

@@ -102,5 +102,8 @@ class Encoder(nn.Module):
         if self.method is None or not self.method.mergeable:
             name = self.method.method_name if self.method is not None else "none"
             raise ValueError(f"method {name!r} cannot be merged into the ViT")
+        if self.backbone.shares_frozen_tensors:
+            raise ValueError("this encoder's frozen ViT weights are shared with other tasks (MultiTaskModel): merging "
+                             "would change them for every task; serve it unmerged (model.adapter.merge=false)")
         self.method.merge_into(self.backbone)
         self.merged = True

@@ -17,13 +17,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from vitadapter.encoder import Encoder
-from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.run.evaluate import read_run_config
-from vitadapter.run.predict import load_checkpoint_weights
+from vitadapter.run.trained import load_trained
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +38,7 @@ def load_trained_task(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> L
     Returns:
         The task in eval mode, its trained tensors loaded and its frozen backbone verified.
     """
-    config = OmegaConf.create(read_run_config(ckpt_path))
-    if overrides:
-        config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
-    _, task = build_datamodule_and_task(config)
-    load_checkpoint_weights(task, ckpt_path)
-    return task.eval()
+    return load_trained(ckpt_path, overrides)[1]
 
 
 def merged_vit_state_dict(encoder: Encoder) -> dict[str, Tensor]:

@@ -6,12 +6,21 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitadapter.callbacks.bad_samples import BadSampleReport
 from vitadapter.run.checkpoint_io import AtomicCheckpointIO
 
 RUN_CONFIG_KEYS = ("model", "data", "monitor")
+
+
+def default_task_name() -> str | None:
+    """The name of the running experiment (`experiment=NAME`), which names its model among several tasks; None
+    outside a Hydra run or without an experiment (the task then names itself by its kind)."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
 
 
 def build_datamodule_and_task(
@@ -27,7 +36,7 @@ def build_datamodule_and_task(
     mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved model/data config
     (with the class names and colours a `classes.txt` gave) so that its checkpoints can rebuild it (and
     the trainer's precision, so that evaluating a checkpoint computes with the arithmetic its
-    training-end validation used).
+    training-end validation used). An unset `model.task_name` becomes the experiment's name.
 
     Args:
         cfg: the composed run config (train.yaml or eval.yaml).
@@ -39,6 +48,9 @@ def build_datamodule_and_task(
     datamodule = instantiate(cfg.data)
     if check_data and hasattr(datamodule, "check_data"):
         datamodule.check_data()
+    if "task_name" in cfg.model and cfg.model.task_name is None:
+        with open_dict(cfg):
+            cfg.model.task_name = default_task_name()
     task = instantiate(cfg.model, class_names=datamodule.class_names)
     if cfg.data.get("mean") is None or cfg.data.get("std") is None:
         datamodule.set_normalization(task.backbone.mean, task.backbone.std)

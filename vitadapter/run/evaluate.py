@@ -44,11 +44,15 @@ def register_restored_config(argv: list[str]) -> None:
 
     Entry points call this before Hydra composes their config (eval.yaml, predict.yaml), so that the
     restored model/data keys exist and can be overridden on the command line. Without `ckpt_path=`
-    nothing is registered and Hydra reports the missing mandatory key.
+    nothing is registered and Hydra reports the missing mandatory key; nor with a list of checkpoints
+    (predict.py), each of which keeps its own config.
     """
     for arg in argv:
         if arg.startswith("ckpt_path="):
-            config = read_run_config(arg.split("=", 1)[1])
+            value = arg.split("=", 1)[1]
+            if value.startswith("["):
+                return  # several checkpoints (predict.py): each is rebuilt from its own config
+            config = read_run_config(value)
             ConfigStore.instance().store(group="restored", name="checkpoint", node=config, package="_global_")
             return
 
@@ -96,6 +100,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         The flat metrics written to metrics.json (with the validation images scored and the bad files
         skipped: see `BadSampleReport`).
     """
+    if not isinstance(cfg.ckpt_path, str):
+        raise ValueError(f"ckpt_path={cfg.ckpt_path}: eval.py evaluates one checkpoint; run it once per checkpoint")
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     if "inference" in cfg.model:

@@ -1,4 +1,4 @@
-"""The prediction run behind predict.py: draw a checkpoint's predictions on images and save PNGs.
+"""The prediction run behind predict.py: draw a checkpoint's (or several checkpoints') predictions on images.
 
 The model is rebuilt from the checkpoint's config (as in eval.py) and each image goes through the
 datamodule's own evaluation preprocessing (resize and the training normalisation); predictions are
@@ -17,10 +17,12 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from vitadapter.data import COCODataModule, SegmentationDataModule, build_det_val_transform, build_val_transform
 from vitadapter.inference.visualize import draw_detections, draw_segmentation
+from vitadapter.multitask import MultiTaskModel
+from vitadapter.inference.predictors import task_predictor
 from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.tasks import DetectionTask, SegmentationTask
+from vitadapter.run.trained import load_checkpoint_weights
+from vitadapter.tasks import DetectionTask
 
 log = logging.getLogger(__name__)
 
@@ -58,41 +60,15 @@ def read_rgb(path: Path) -> np.ndarray:
         raise OSError(f"cannot read image {path}: {err}. Is it an image file?") from err
 
 
-def load_checkpoint_weights(task: L.LightningModule, ckpt_path: str | Path) -> None:
-    """Loads a vitadapter checkpoint's trainable weights (the frozen backbone is verified, not loaded)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    task.on_load_checkpoint(checkpoint)
-    task.load_state_dict(checkpoint["state_dict"])
-
-
-def detection_drawer(
-    task: DetectionTask, datamodule: COCODataModule, device: torch.device, score_threshold: float, alpha: float
-) -> Drawer:
-    """Image -> drawn detections, through the COCO datamodule's evaluation transform."""
-    transform = build_det_val_transform(datamodule.image_size, mean=datamodule.mean, std=datamodule.std)
-
-    def draw(rgb: np.ndarray) -> Image.Image:
-        sample = transform(image=rgb, boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
-        prediction = task.predict([sample["image"].to(device)], [sample["scale"]], [rgb.shape[:2]])[0]
-        return Image.fromarray(draw_detections(rgb, prediction, task.class_names, score_threshold, alpha))
-
-    return draw
-
-
-def segmentation_drawer(task: SegmentationTask, datamodule: SegmentationDataModule, device: torch.device,
-                        alpha: float) -> Drawer:
-    """Image -> class map blended over it (in the dataset's colours if it has them) with a legend, through the
-    datamodule's evaluation transform."""
-    transform = build_val_transform(scale=datamodule.test_scale, mean=datamodule.mean, std=datamodule.std)
+def task_drawer(task: L.LightningModule, datamodule: L.LightningDataModule, device: torch.device,
+                score_threshold: float, alpha: float) -> Drawer:
+    """Image -> the task's predictions drawn over it, through its datamodule's evaluation preprocessing:
+    detections above `score_threshold`, or the class map (in the dataset's colours if it has them) with a legend."""
+    predict = task_predictor(task, datamodule, device)
+    if isinstance(task, DetectionTask):
+        return lambda rgb: Image.fromarray(draw_detections(rgb, predict(rgb), task.class_names, score_threshold, alpha))
     palette = getattr(datamodule, "palette", None)  # the dataset's class colours (data.palette, classes.txt)
-
-    def draw(rgb: np.ndarray) -> Image.Image:
-        normalised = transform(image=rgb)["image"]
-        image = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1))).float()[None].to(device)
-        class_map = task.predict_probabilities(image, rgb.shape[:2]).argmax(dim=1)[0]
-        return draw_segmentation(rgb, class_map.cpu().numpy(), task.class_names, alpha, palette)
-
-    return draw
+    return lambda rgb: draw_segmentation(rgb, predict(rgb).cpu().numpy(), task.class_names, alpha, palette)
 
 
 def _output_names(images: list[Path]) -> list[str]:
@@ -101,11 +77,27 @@ def _output_names(images: list[Path]) -> list[str]:
     return [f"{p.stem}{p.suffix.replace('.', '_')}.png" if stems.count(p.stem) > 1 else f"{p.stem}.png" for p in images]
 
 
+def draw_all(draw: Drawer, images: list[Path], output_dir: Path) -> list[Path]:
+    """Saves `draw`'s picture of every image as `output_dir/<image name>.png`; returns the written paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with torch.inference_mode():
+        for path, name in zip(images, _output_names(images)):
+            draw(read_rgb(path)).save(output_dir / name)
+            written.append(output_dir / name)
+    log.info("wrote %d image(s) to %s", len(written), output_dir)
+    return written
+
+
 def run_prediction(cfg: DictConfig) -> list[Path]:
     """Draws the checkpoint's predictions on every input image and saves them as PNGs in `cfg.output`.
 
+    With several checkpoints (`ckpt_path=[A.ckpt,B.ckpt]`) they are served from one frozen ViT
+    (`MultiTaskModel`), each with its own preprocessing and inference settings, and each task's drawings go
+    to `cfg.output/<task name>/`.
+
     Args:
-        cfg: the composed predict.yaml config with the checkpoint's model/data sections.
+        cfg: the composed predict.yaml config with the checkpoint's model/data sections (one checkpoint).
 
     Returns:
         The written PNG paths.
@@ -113,21 +105,24 @@ def run_prediction(cfg: DictConfig) -> list[Path]:
     images = list_images(cfg.input)
     output_dir = Path(cfg.output)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    if not isinstance(cfg.ckpt_path, str):
+        return _predict_several(cfg, images, output_dir, device)
     datamodule, task = build_datamodule_and_task(cfg)
     load_checkpoint_weights(task, cfg.ckpt_path)
     task.eval().to(device)
-    if isinstance(task, DetectionTask):
-        draw = detection_drawer(task, datamodule, device, float(cfg.score_threshold), float(cfg.alpha))
-    elif isinstance(task, SegmentationTask):
-        draw = segmentation_drawer(task, datamodule, device, float(cfg.alpha))
-    else:
-        raise TypeError(f"predict.py draws DetectionTask and SegmentationTask predictions, not {type(task).__name__}")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    return draw_all(task_drawer(task, datamodule, device, float(cfg.score_threshold), float(cfg.alpha)), images,
+                    output_dir)
+
+
+def _predict_several(cfg: DictConfig, images: list[Path], output_dir: Path, device: torch.device) -> list[Path]:
+    names = None if cfg.get("task_names") is None else [str(name) for name in cfg.task_names]
+    model = MultiTaskModel.from_checkpoints([str(path) for path in cfg.ckpt_path], names).to(device)
+    memory = model.memory_bytes()
+    log.info("serving %s on one frozen ViT: %.1f MB shared, %s", ", ".join(model.task_names), memory["shared"] / 1e6,
+             ", ".join(f"{name} {size / 1e6:.1f} MB own" for name, size in memory["tasks"].items()))
     written = []
-    with torch.inference_mode():
-        for path, name in zip(images, _output_names(images)):
-            drawing = draw(read_rgb(path))
-            drawing.save(output_dir / name)
-            written.append(output_dir / name)
-    log.info("wrote %d image(s) to %s", len(written), output_dir)
+    for name in model.task_names:
+        draw = task_drawer(model.task(name), model.datamodules[name], device, float(cfg.score_threshold),
+                           float(cfg.alpha))
+        written += draw_all(draw, images, output_dir / name)
     return written

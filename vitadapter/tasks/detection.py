@@ -73,6 +73,7 @@ class DetectionTask(FrozenBackboneTask):
         scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.
         adapter: the PEFT method to place on the backbone (None: neck, FPN and heads only).
         fpn_channels: channels of the FPN levels p2-p6.
+        task_name: the name it serves under beside other tasks (`MultiTaskModel`); None: "detection".
     """
 
     def __init__(
@@ -85,8 +86,10 @@ class DetectionTask(FrozenBackboneTask):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         adapter: MethodConfig | None = None,
         fpn_channels: int = 256,
+        task_name: str | None = None,
     ) -> None:
         super().__init__()
+        self.task_name = task_name or "detection"
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         pyramid = DetectionBackbone(Encoder(backbone, neck, adapter), fpn_channels)

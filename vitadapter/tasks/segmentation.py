@@ -36,6 +36,7 @@ class SegmentationTask(FrozenBackboneTask):
         ignore_index: label value that is not trained on nor scored.
         inference: validation inference: mode ("whole" | "slide"), crop_size, stride, and
             test-time augmentation flip (bool) and scales (list of floats).
+        task_name: the name it serves under beside other tasks (`MultiTaskModel`); None: "segmentation".
     """
 
     def __init__(
@@ -51,8 +52,10 @@ class SegmentationTask(FrozenBackboneTask):
         aux_weight: float = 0.4,
         ignore_index: int = 255,
         inference: Mapping[str, Any] | None = None,
+        task_name: str | None = None,
     ) -> None:
         super().__init__()
+        self.task_name = task_name or "segmentation"
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.encoder = Encoder(backbone, neck, adapter)
