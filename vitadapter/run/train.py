@@ -17,6 +17,7 @@ from vitadapter.run.launch_checks import refuse_ddp_sweep_on_basic_launcher
 from vitadapter.run.perf import run_cost
 from vitadapter.run.resume import resume_checkpoint
 from vitadapter.run.run_files import plot_training_curves, write_metrics_json
+from vitadapter.run.warm_start import warm_start
 from vitadapter.utils.params import parameter_counts
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     datamodule, task = build_datamodule_and_task(cfg, check_data=True)
+    init_from = cfg.get("init_from") or {}
+    if init_from.get("ckpt_path"):
+        warm_start(task, init_from.ckpt_path, list(init_from.get("parts") or ["adapter"]))
     trainer = build_trainer(cfg)
     # eval.py evaluates on this device type when its machine has one
     task.run_config["trained_on"] = trainer.strategy.root_device.type

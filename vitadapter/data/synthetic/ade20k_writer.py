@@ -32,8 +32,10 @@ _JPEG_QUALITY = 95
 _SPLITS = (("training", "ADE_train", 0), ("validation", "ADE_val", 1))
 
 
-def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int, seed: int) -> dict[str, Any]:
-    return {
+def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int, seed: int,
+                style: str = "flat") -> dict[str, Any]:
+    # "flat" sets were written before styles existed: their marker stays as it was
+    return ({} if style == "flat" else {"style": style}) | {
         "format_version": _FORMAT_VERSION,
         "scene_version": SCENE_VERSION,
         "num_train": int(num_train),
@@ -52,6 +54,7 @@ def is_synthetic_ade20k_complete(
     image_size: int = 128,
     max_objects: int = 4,
     seed: int = 0,
+    style: str = "flat",
 ) -> bool:
     """Tell whether ``root`` already holds a finished synthetic set written with these parameters.
 
@@ -62,11 +65,12 @@ def is_synthetic_ade20k_complete(
         image_size: Image side length in pixels.
         max_objects: Maximum objects per image.
         seed: Base random seed.
+        style: Scene style (see ``render_scene``).
 
     Returns:
         True if ``synthetic.json`` records a complete write with exactly these parameters.
     """
-    return marker_complete(Path(root), _parameters(num_train, num_val, image_size, max_objects, seed))
+    return marker_complete(Path(root), _parameters(num_train, num_val, image_size, max_objects, seed, style))
 
 
 def _encode(path: Path, ext: str, array: np.ndarray, params: list[int]) -> None:
@@ -83,6 +87,7 @@ def write_synthetic_ade20k(
     image_size: int = 128,
     max_objects: int = 4,
     seed: int = 0,
+    style: str = "flat",
 ) -> Path:
     """Write a synthetic shapes dataset in the ADE20K layout (always rewrites the four split folders).
 
@@ -94,6 +99,7 @@ def write_synthetic_ade20k(
         max_objects: Maximum objects per image (at least one is always drawn).
         seed: Base seed; image ``i`` of a split depends only on (seed, split, i), so the same seed
             gives byte-identical files and changing ``num_train`` leaves the validation set unchanged.
+        style: "flat" or "textured" (see ``render_scene``).
 
     Returns:
         The dataset root.
@@ -106,7 +112,7 @@ def write_synthetic_ade20k(
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     root = Path(root)
-    params = _parameters(num_train, num_val, image_size, max_objects, seed)
+    params = _parameters(num_train, num_val, image_size, max_objects, seed, style)
     existing = [root / sub for sub in ("images", "annotations") if (root / sub).exists()]
     if existing and read_marker(root) is None:
         raise FileExistsError(
@@ -123,7 +129,7 @@ def write_synthetic_ade20k(
             d.mkdir(parents=True)
         count = num_train if stream == 0 else num_val
         for i in range(1, count + 1):
-            scene = render_scene(np.random.default_rng([seed, stream, i]), image_size, max_objects)
+            scene = render_scene(np.random.default_rng([seed, stream, i]), image_size, max_objects, style)
             stem = f"{prefix}_{i:08d}"
             bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
             _encode(image_dir / f"{stem}.jpg", ".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])

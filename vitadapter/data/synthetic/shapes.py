@@ -37,6 +37,7 @@ _MIN_PERIOD, _MAX_PERIOD = 6.0, 10.0
 _MIN_VISIBLE_FRACTION = 0.5
 _MIN_COLOUR_DISTANCE = 80.0
 _PLACEMENT_TRIES = 10
+STYLES = ("flat", "textured")
 _SUBPIXEL_SHIFT = 4  # cv2 drawing with 4 fractional bits for smooth sub-pixel outlines
 
 
@@ -201,19 +202,35 @@ def _paint(
     image[ys, xs] = np.where(first[:, None], colour, other)
 
 
-def render_scene(rng: np.random.Generator, image_size: int | tuple[int, int], max_objects: int = 6) -> Scene:
+def _restyle(rng: np.random.Generator, image: np.ndarray, objects: np.ndarray) -> None:
+    """The "textured" style, in place: background colours inverted, objects' colours modulated by a smooth
+    random field (x0.5 to x1.5, blotches ~1/4 of the image), so no object is flat any more."""
+    h, w = objects.shape
+    image[~objects] = 255.0 - image[~objects]
+    field = cv2.resize(rng.uniform(0.5, 1.5, size=(5, 5, 3)).astype(np.float32), (w, h),
+                       interpolation=cv2.INTER_CUBIC)
+    image[objects] *= field[objects]
+
+
+def render_scene(rng: np.random.Generator, image_size: int | tuple[int, int], max_objects: int = 6,
+                 style: str = "flat") -> Scene:
     """Render one random scene of shapes.
 
     Args:
         rng: Source of all randomness; the same generator state gives the same scene.
         image_size: Side length, or (height, width), in pixels.
         max_objects: Upper bound on the number of objects (at least one is always drawn).
+        style: "flat" (objects in flat colours or their two-colour texture) or "textured" (the same shapes
+            with inverted backgrounds and objects shaded by a smooth random field: a shifted domain, as
+            the transfer demo's target task).
 
     Returns:
         The scene: RGB image and the visible mask of each object.
     """
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+    if style not in STYLES:
+        raise ValueError(f"style={style!r}: choose from {list(STYLES)}")
     h, w = _image_hw(image_size)
     scale = min(h, w) / _REFERENCE_SIZE
     image = _background(rng, h, w)
@@ -253,6 +270,8 @@ def render_scene(rng: np.random.Generator, image_size: int | tuple[int, int], ma
         owner[mask] = 1
         classes.append(SHAPE_CLASSES.index("circle"))
 
+    if style == "textured":
+        _restyle(rng, image, owner > 0)
     image += rng.normal(0.0, rng.uniform(3.0, 10.0), size=image.shape).astype(np.float32)
     rgb = np.clip(image, 0.0, 255.0).astype(np.uint8)
     instances = [Instance(class_index=c, mask=owner == k + 1) for k, c in enumerate(classes)]
