@@ -81,3 +81,15 @@ def test_set_from_an_older_generator_is_not_reused(tmp_path: Path) -> None:
     meta = json.loads((root / "synthetic.json").read_text())
     (root / "synthetic.json").write_text(json.dumps({**meta, "scene_version": meta["scene_version"] - 1}))
     assert not is_synthetic_ade20k_complete(root, **SMALL)
+
+
+def test_style_is_part_of_the_set_identity(tmp_path: Path) -> None:
+    flat = write_synthetic_ade20k(tmp_path / "flat", **SMALL)
+    textured = write_synthetic_ade20k(tmp_path / "textured", **SMALL, style="textured")
+    assert "style" not in json.loads((flat / "synthetic.json").read_text())  # flat sets keep their old marker
+    assert json.loads((textured / "synthetic.json").read_text())["style"] == "textured"
+    assert is_synthetic_ade20k_complete(textured, **SMALL, style="textured")
+    assert not is_synthetic_ade20k_complete(textured, **SMALL)
+    labels = sorted((flat / "annotations").rglob("*.png"))
+    assert all(p.read_bytes() == (textured / p.relative_to(flat)).read_bytes() for p in labels)  # same shapes
+    assert all(p.read_bytes() != (textured / p.relative_to(flat)).read_bytes() for p in (flat / "images").rglob("*.jpg"))

@@ -73,3 +73,21 @@ def test_rejects_bad_arguments() -> None:
         render_scene(np.random.default_rng(0), 64, max_objects=0)
     with pytest.raises(ValueError, match="image_size"):
         render_scene(np.random.default_rng(0), 8)
+
+
+def test_textured_style_keeps_the_shapes_and_changes_their_look() -> None:
+    for index in range(5):
+        flat = render_scene(np.random.default_rng([0, index]), 96, style="flat")
+        textured = render_scene(np.random.default_rng([0, index]), 96, style="textured")
+        assert [i.class_index for i in textured.instances] == [i.class_index for i in flat.instances]
+        assert all(np.array_equal(a.mask, b.mask) for a, b in zip(flat.instances, textured.instances))
+        objects = np.any([i.mask for i in flat.instances], axis=0)
+        difference = np.abs(flat.image.astype(float) - textured.image.astype(float))
+        assert difference[~objects].mean() > 30  # backgrounds are inverted (noise and all)
+        # one-colour shapes (not the striped/checkered ones) blend into a smooth colour field: no longer one colour
+        one_colour = [i.mask for i in flat.instances if not SHAPE_CLASSES[i.class_index].endswith("rectangle")]
+        spread = [np.mean([scene.image[mask].astype(float).std(axis=0).max() for mask in one_colour])
+                  for scene in (flat, textured)]
+        assert spread[1] > spread[0] + 8  # flat: pixel noise only (~3-10)
+    with pytest.raises(ValueError, match=r"style='neon': choose from \['flat', 'textured'\]"):
+        render_scene(np.random.default_rng(0), 96, style="neon")

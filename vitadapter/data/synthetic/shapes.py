@@ -203,13 +203,17 @@ def _paint(
 
 
 def _restyle(rng: np.random.Generator, image: np.ndarray, objects: np.ndarray) -> None:
-    """The "textured" style, in place: background colours inverted, objects' colours modulated by a smooth
-    random field (x0.5 to x1.5, blotches ~1/4 of the image), so no object is flat any more."""
+    """The "textured" style, in place: background colours inverted, and objects blended (up to 70 %) into a
+    smooth random colour field (blotches ~1/4 of the image), so no object keeps a flat colour."""
     h, w = objects.shape
     image[~objects] = 255.0 - image[~objects]
-    field = cv2.resize(rng.uniform(0.5, 1.5, size=(5, 5, 3)).astype(np.float32), (w, h),
-                       interpolation=cv2.INTER_CUBIC)
-    image[objects] *= field[objects]
+
+    def smooth(low: float, high: float, channels: int) -> np.ndarray:
+        grid = rng.uniform(low, high, size=(5, 5, channels)).astype(np.float32)
+        return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, channels)
+
+    colours, weight = smooth(0.0, 255.0, 3), np.clip(smooth(0.0, 0.7, 1), 0.0, 0.7)
+    image[objects] = ((1.0 - weight) * image + weight * colours)[objects]
 
 
 def render_scene(rng: np.random.Generator, image_size: int | tuple[int, int], max_objects: int = 6,
@@ -221,8 +225,8 @@ def render_scene(rng: np.random.Generator, image_size: int | tuple[int, int], ma
         image_size: Side length, or (height, width), in pixels.
         max_objects: Upper bound on the number of objects (at least one is always drawn).
         style: "flat" (objects in flat colours or their two-colour texture) or "textured" (the same shapes
-            with inverted backgrounds and objects shaded by a smooth random field: a shifted domain, as
-            the transfer demo's target task).
+            with inverted backgrounds and objects blended into a smooth random colour field: a shifted
+            domain, as the transfer demo's target task).
 
     Returns:
         The scene: RGB image and the visible mask of each object.
