@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from vitadapter.data.synthetic import SYNTHETIC_CLASS_NAMES, is_synthetic_ade20k_complete, write_synthetic_ade20k
+from vitadapter.data.synthetic.shapes import STYLES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=128, help="image side in pixels (default: 128)")
     parser.add_argument("--max-objects", type=int, default=4, help="max objects per image (default: 4, as the demos)")
     parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    parser.add_argument("--style", choices=STYLES, default="flat",
+                        help="flat (the demos) or textured (new colours and textures: the transfer demo's target)")
     parser.add_argument("--force", action="store_true", help="rewrite even if the same set is already there")
     return parser.parse_args(argv)
 
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.image_size,
         max_objects=args.max_objects,
         seed=args.seed,
+        style=args.style,
     )
     if not args.force and is_synthetic_ade20k_complete(args.root, **params):
         print(f"{args.root} already holds this synthetic set; use --force to rewrite it.")
