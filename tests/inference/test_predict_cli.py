@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import run_cli, tiny_seg_overrides
-from vitadapter.run.build import build_datamodule_and_task
+from tests.helpers import run_cli
 from vitadapter.run.predict import list_images, read_rgb
 
 
@@ -25,16 +23,10 @@ def test_predict_draws_detections(det_demo_run: Path, det_data_root: Path, tmp_p
     assert picture.shape == original.shape and np.abs(picture.astype(int) - original).max() > 100
 
 
-def test_predict_draws_a_segmentation_legend(compose_config, seg_data_root: Path, tmp_path: Path) -> None:
-    cfg = compose_config("train", ["experiment=demo_seg", *tiny_seg_overrides(seg_data_root)], tmp_path)
-    datamodule, task = build_datamodule_and_task(cfg)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path)
-    trainer.fit(task, datamodule=datamodule)
-    trainer.save_checkpoint(tmp_path / "seg.ckpt")
+def test_predict_draws_a_segmentation_legend(seg_demo_run: Path, seg_data_root: Path, tmp_path: Path) -> None:
     image = sorted((seg_data_root / "images" / "validation").glob("*.jpg"))[0]
-    run_cli("predict.py", f"ckpt_path={tmp_path / 'seg.ckpt'}", f"input={image}", f"output={tmp_path / 'drawn'}",
-            f"hydra.run.dir={tmp_path / 'run'}")
+    run_cli("predict.py", f"ckpt_path={seg_demo_run / 'checkpoints' / 'last.ckpt'}", f"input={image}",
+            f"output={tmp_path / 'drawn'}", f"hydra.run.dir={tmp_path / 'run'}")
     drawn = Image.open(tmp_path / "drawn" / f"{image.stem}.png")
     width, height = Image.open(image).size
     assert drawn.width > width and drawn.height >= height  # the legend sits to the right
