@@ -218,3 +218,19 @@ def test_script_arguments_and_errors(checkpoints: dict[str, list[Path]], tmp_pat
     with pytest.raises(SystemExit, match=r"merge_adapters.py: error: 1 weights for 2 checkpoints"):
         script.main(["--out", str(tmp_path / "M.ckpt"), first, second, "--weights", "1"])
     assert not (tmp_path / "M.ckpt").exists()
+
+
+def test_a_segmentation_and_a_detection_checkpoint_merge_into_a_detector(seg_demo_run: Path, det_demo_run: Path,
+                                                                        tmp_path: Path) -> None:
+    seg, det = (run / "checkpoints" / "last.ckpt" for run in (seg_demo_run, det_demo_run))
+    merged = save_merged(merge_checkpoints([seg, det], [0.5, 0.5], head_from=det), tmp_path / "m.ckpt")
+    task = load_trained_task(merged)
+    assert type(task).__name__ == "DetectionTask" and task.task_name == "demo_det"
+    def named_from_encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {METHOD_KEY.match(k)["name"]: v for k, v in method_tensors(state).items()}
+
+    seg_tensors, det_tensors = (named_from_encoder(load(path)["state_dict"]) for path in (seg, det))
+    state = named_from_encoder(task.state_dict())
+    assert len(seg_tensors) == 48 and set(seg_tensors) == set(det_tensors)  # Convpass in both, named from the encoder
+    for name, tensor in seg_tensors.items():
+        assert torch.equal(state[name], (0.5 * tensor.double() + 0.5 * det_tensors[name].double()).float())
