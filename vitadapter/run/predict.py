@@ -17,9 +17,9 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
+from vitadapter.inference.predictors import task_predictor
 from vitadapter.inference.visualize import draw_detections, draw_segmentation
 from vitadapter.multitask import MultiTaskModel
-from vitadapter.inference.predictors import task_predictor
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.run.trained import load_checkpoint_weights
 from vitadapter.tasks import DetectionTask
