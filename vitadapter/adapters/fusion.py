@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from vitadapter.adapters.base import LoadedFrozenModules, MethodConfig, MethodHooks
 from vitadapter.adapters.registry import build_method, register_method
 from vitadapter.adapters.residual_adapter import POSITIONS, AdaptedBranch, ResidualAdapterConfig
+from vitadapter.backbone.fingerprint import check_trained_on
 
 if TYPE_CHECKING:
     from vitadapter.backbone import ViTBackbone
@@ -99,13 +100,8 @@ def load_source(path: str, backbone: ViTBackbone) -> FusionSource:
     meta = checkpoint.get("vitadapter") if isinstance(checkpoint, dict) else None
     if not meta or not meta.get("config"):
         raise FusionSourceError(f"fusion source {path} was not written by vitadapter's train.py (no run config)")
-    if meta["backbone_fingerprint"] != backbone.fingerprint:
-        raise FusionSourceError(
-            f"fusion source {path} was trained on backbone {meta['backbone_name']!r} with weights fingerprint "
-            f"{meta['backbone_fingerprint'][:16]}, but this model's backbone {backbone.name!r} has fingerprint "
-            f"{backbone.fingerprint[:16]}. Fuse adapters trained on the same frozen weights (same "
-            "model.backbone.name, pretrained, checkpoint and seed)."
-        )
+    check_trained_on(f"fusion source {path}", meta["backbone_name"], meta["backbone_fingerprint"],
+                     "this model's backbone", backbone.name, backbone.fingerprint, error=FusionSourceError)
     fields = {k: v for k, v in meta["config"]["model"].get("adapter", {}).items() if k != "_target_"}
     name = fields.pop("name", None)
     method = build_method(name, **fields) if name else None

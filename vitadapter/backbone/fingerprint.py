@@ -24,3 +24,27 @@ def state_fingerprint(module: nn.Module) -> str:
         # a uint8 view gives the raw bytes for every dtype, bfloat16 included (numpy has no bfloat16)
         digest.update(flat.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+class BackboneMismatchError(RuntimeError):
+    """Tensors were trained on different frozen weights than the backbone they are loaded onto."""
+
+
+def check_trained_on(subject: str, trained_name: str | None, trained_fingerprint: str | None, target: str,
+                     name: str | None, fingerprint: str | None,
+                     error: type[Exception] = BackboneMismatchError) -> None:
+    """Refuses `subject` (a checkpoint, a fusion source, ...) trained on other frozen weights than `target` has.
+
+    Args:
+        subject: what was trained, e.g. "the checkpoint", "fusion source A.ckpt".
+        trained_name, trained_fingerprint: the backbone it records having been trained on.
+        target: what it is loaded onto, e.g. "this model's backbone".
+        name, fingerprint: that backbone.
+        error: the exception to raise.
+    """
+    if trained_fingerprint != fingerprint:
+        raise error(
+            f"{subject} was trained on backbone {trained_name!r} with weights fingerprint {str(trained_fingerprint)[:16]}, "
+            f"but {target} is {name!r} with fingerprint {str(fingerprint)[:16]}. Use the same frozen weights "
+            "(same model.backbone.name, pretrained, checkpoint and seed)."
+        )

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vitadapter.backbone.fingerprint import check_trained_on
 from vitadapter.inference.predictors import task_predictor
 from vitadapter.multitask.memory import tensor_bytes
-from vitadapter.run.evaluate import read_run_config
 from vitadapter.run.trained import load_trained
-from vitadapter.tasks import BackboneMismatchError
 from vitadapter.tasks.base import FrozenBackboneTask
 
 log = logging.getLogger(__name__)
@@ -86,10 +85,6 @@ class MultiTaskModel(nn.Module):
         Returns:
             The loaded task.
         """
-        if self.fingerprint is not None:  # refuse before building a model that cannot join
-            meta = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("vitadapter") or {}
-            self._check_fingerprint(meta.get("backbone_name"), meta.get("backbone_fingerprint"), str(ckpt_path))
-        read_run_config(ckpt_path)  # a clear error for a file train.py did not write
         datamodule, task = load_trained(ckpt_path)
         name = self.add_task(task, name, source=str(ckpt_path))
         self.datamodules[name] = datamodule
@@ -117,7 +112,9 @@ class MultiTaskModel(nn.Module):
         backbone = task.backbone
         if self.fingerprint is None:
             self.backbone_name, self.fingerprint = backbone.name, backbone.fingerprint
-        self._check_fingerprint(backbone.name, backbone.fingerprint, source or f"task {name!r}")
+        check_trained_on(source or f"task {name!r}", backbone.name, backbone.fingerprint,
+                         f"the backbone of the tasks loaded so far ({', '.join(self.tasks) or 'none'})",
+                         self.backbone_name, self.fingerprint)
         if task.encoder.merged:
             raise ValueError(f"task {name!r} has its method merged into its ViT weights; add it unmerged "
                              "(model.adapter.merge=false) so that the frozen weights can be shared")
@@ -126,15 +123,6 @@ class MultiTaskModel(nn.Module):
         if source is not None:
             self.sources[name] = source
         return name
-
-    def _check_fingerprint(self, backbone_name: str | None, fingerprint: str | None, source: str) -> None:
-        if fingerprint != self.fingerprint:
-            raise BackboneMismatchError(
-                f"{source} was trained on backbone {backbone_name!r} with weights fingerprint {str(fingerprint)[:16]}, "
-                f"but the tasks loaded so far ({', '.join(self.tasks) or 'none'}) use {self.backbone_name!r} with "
-                f"fingerprint {str(self.fingerprint)[:16]}. Tasks share one ViT only when trained on the same frozen "
-                "weights (same model.backbone.name, pretrained, checkpoint and seed)."
-            )
 
     def task(self, name: str) -> FrozenBackboneTask:
         """The task called `name`."""

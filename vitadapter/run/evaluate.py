@@ -19,6 +19,25 @@ from vitadapter.utils.params import parameter_counts
 log = logging.getLogger(__name__)
 
 
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """Loads a checkpoint written by vitadapter's train.py (on the CPU), refusing any other file.
+
+    Args:
+        ckpt_path: a checkpoint written by train.py.
+
+    Returns:
+        The checkpoint, whose `["vitadapter"]["config"]` is the run config it was trained with.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r} does not exist; pass a checkpoint written by train.py, "
+                                "e.g. outputs/train/runs/<date>/checkpoints/last.ckpt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not (checkpoint.get("vitadapter") or {}).get("config"):
+        raise ValueError(f"{path} holds no vitadapter run config; was it written by this project's train.py?")
+    return checkpoint
+
+
 def read_run_config(ckpt_path: str | Path) -> dict[str, Any]:
     """Reads the model/data config that a vitadapter checkpoint was trained with.
 
@@ -28,15 +47,7 @@ def read_run_config(ckpt_path: str | Path) -> dict[str, Any]:
     Returns:
         {"model": ..., "data": ..., "monitor": ...} as plain containers.
     """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r} does not exist; pass a checkpoint written by train.py, "
-                                "e.g. outputs/train/runs/<date>/checkpoints/last.ckpt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    config = (checkpoint.get("vitadapter") or {}).get("config")
-    if not config:
-        raise ValueError(f"{path} holds no vitadapter run config; was it written by this project's train.py?")
-    return config
+    return read_checkpoint(ckpt_path)["vitadapter"]["config"]
 
 
 def register_restored_config(argv: list[str]) -> None:

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import OmegaConf
 
 from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.run.evaluate import read_run_config
+from vitadapter.run.evaluate import read_checkpoint
 
 
-def load_checkpoint_weights(task: L.LightningModule, ckpt_path: str | Path) -> None:
-    """Loads a vitadapter checkpoint's trainable weights (the frozen backbone is verified, not loaded)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+def load_checkpoint_weights(task: L.LightningModule, checkpoint: str | Path | dict[str, Any]) -> None:
+    """Loads a vitadapter checkpoint's trainable weights (the frozen backbone is verified, not loaded).
+
+    Args:
+        task: the task the checkpoint was trained as.
+        checkpoint: its path, or the checkpoint already read.
+    """
+    if not isinstance(checkpoint, dict):
+        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])
 
@@ -34,9 +41,10 @@ def load_trained(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> tuple[
     Returns:
         (datamodule, task), the task in eval mode with its trained tensors loaded and its frozen backbone verified.
     """
-    config = OmegaConf.create(read_run_config(ckpt_path))
+    checkpoint = read_checkpoint(ckpt_path)
+    config = OmegaConf.create(checkpoint["vitadapter"]["config"])
     if overrides:
         config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
     datamodule, task = build_datamodule_and_task(config)
-    load_checkpoint_weights(task, ckpt_path)
+    load_checkpoint_weights(task, checkpoint)
     return datamodule, task.eval()

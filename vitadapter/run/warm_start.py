@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from vitadapter.tasks.frozen_checkpoint import BackboneMismatchError
+from vitadapter.backbone.fingerprint import check_trained_on
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,8 @@ def warm_start(task: L.LightningModule, ckpt_path: str | Path, parts: Sequence[s
         raise FileNotFoundError(f"init_from.ckpt_path={str(ckpt_path)!r} does not exist; give a train.py checkpoint")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     meta = checkpoint.get("vitadapter") or {}
-    if meta.get("backbone_fingerprint") != task.backbone.fingerprint:
-        raise BackboneMismatchError(
-            f"init_from.ckpt_path={path} was trained on backbone {meta.get('backbone_name')!r} with weights "
-            f"fingerprint {str(meta.get('backbone_fingerprint'))[:16]}, but this run's {task.backbone.name!r} has "
-            f"{task.backbone.fingerprint[:16]}: its tensors were trained for other frozen weights"
-        )
+    check_trained_on(f"init_from.ckpt_path={path}", meta.get("backbone_name"), meta.get("backbone_fingerprint"),
+                     "this run's backbone", task.backbone.name, task.backbone.fingerprint)
     source = {part_of(k): v for k, v in checkpoint["state_dict"].items() if part_of(k)[0] in parts}
     frozen = set(task.frozen_state_keys())
     target = {part_of(k): (k, v) for k, v in task.state_dict().items() if k not in frozen and part_of(k)[0] in parts}

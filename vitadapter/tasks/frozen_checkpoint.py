@@ -6,10 +6,9 @@ from typing import Any
 
 from vitadapter.adapters.base import LoadedFrozenModules, MethodConfig
 from vitadapter.backbone import ViTBackbone
+from vitadapter.backbone.fingerprint import BackboneMismatchError, check_trained_on
 
-
-class BackboneMismatchError(RuntimeError):
-    """A checkpoint was trained on different frozen weights than the backbone it is loaded onto."""
+__all__ = ["BackboneMismatchError", "FrozenBackboneCheckpointing"]
 
 
 class FrozenBackboneCheckpointing:
@@ -56,13 +55,8 @@ class FrozenBackboneCheckpointing:
         meta = checkpoint.get("vitadapter")
         if meta is None:
             raise ValueError("this checkpoint was not written by vitadapter (no 'vitadapter' entry)")
-        expected, actual = meta["backbone_fingerprint"], self.backbone.fingerprint
-        if expected != actual:
-            raise BackboneMismatchError(
-                f"the checkpoint was trained on backbone {meta['backbone_name']!r} with weights fingerprint "
-                f"{expected[:16]}, but this model's backbone {self.backbone.name!r} has fingerprint {actual[:16]}. "
-                "Load it onto the same frozen weights (same model.backbone.name, pretrained, checkpoint and seed)."
-            )
+        check_trained_on("the checkpoint", meta["backbone_name"], meta["backbone_fingerprint"],
+                         "this model's backbone", self.backbone.name, self.backbone.fingerprint)
         if self.peft_method is not None:
             self.peft_method.check_checkpoint_record(meta.get("method_record") or {})
         live = self.state_dict()  # type: ignore[attr-defined]
