@@ -125,3 +125,39 @@ def last_logged(run_dir: Path, key: str) -> float | None:
     with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
         values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
     return float(values[-1]) if values else None
+
+
+def dataset_miou(pairs: list[tuple["np.ndarray", "np.ndarray"]], num_classes: int, ignore_index: int = 255) -> float:
+    """mIoU in percent the mmseg way, computed independently of vitadapter.metrics: per-class intersection and
+    union summed over all (prediction, label) pairs, classes with no union left out."""
+    import numpy as np
+
+    intersection, union = np.zeros(num_classes), np.zeros(num_classes)
+    for pred, label in pairs:
+        valid = label != ignore_index
+        pred, label = pred[valid].astype(np.int64), label[valid].astype(np.int64)
+        hit = pred[pred == label]
+        intersection += np.bincount(hit, minlength=num_classes)[:num_classes]
+        union += (np.bincount(pred, minlength=num_classes)[:num_classes]
+                  + np.bincount(label, minlength=num_classes)[:num_classes]
+                  - np.bincount(hit, minlength=num_classes)[:num_classes])
+    present = union > 0
+    return float(100 * np.mean(intersection[present] / union[present]))
+
+
+def evaluate_in_process(ckpt_path: Path, output_dir: Path, *overrides: str) -> dict:
+    """What `eval.py ckpt_path=CKPT [overrides]` computes, run in this process (the checkpoint's own config
+    restored as eval.py restores it); returns the metrics it writes to `output_dir/metrics.json`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from vitadapter.run.evaluate import register_restored_config, run_evaluation
+
+    GlobalHydra.instance().clear()
+    register_restored_config([f"ckpt_path={ckpt_path}"])
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[f"ckpt_path={ckpt_path}", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return run_evaluation(cfg)
