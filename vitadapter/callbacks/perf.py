@@ -1,8 +1,10 @@
 """Lightning callback that measures what training costs: time per step and peak memory.
 
-Time: the wall time of every training batch (forward, backward and optimiser step, from
-`on_train_batch_start` to `on_train_batch_end`, so data loading and validation are not counted),
-with CUDA synchronised at both ends; the reported figure is the median after the warm-up steps.
+Time: the wall time of the first `warmup_steps + timed_steps` training batches (forward, backward
+and optimiser step, from `on_train_batch_start` to `on_train_batch_end`, so data loading and
+validation are not counted), with CUDA synchronised at both ends of those batches only; the reported
+figure is the median after the warm-up batches. Later batches are neither timed nor synchronised, so
+the measurement does not slow the rest of the run; `timed_steps=0` times nothing.
 
 Memory (`perf/peak_memory_kind` says which of the two it is):
 - `cuda_allocated`: on a CUDA device, the allocator's peak (`torch.cuda.max_memory_allocated`)
@@ -88,13 +90,20 @@ class TrainingCost(L.Callback):
     """Times the training batches and measures their peak memory (see the module docstring).
 
     Args:
-        warmup_steps: leading batches left out of the median (allocator, caches, lazy set-up).
+        warmup_steps: leading batches timed but left out of the median (allocator, caches, lazy set-up).
+        timed_steps: batches after the warm-up that enter the median; 0 times nothing (no synchronisation).
         clock: seconds as a float (injectable for tests).
     """
 
-    def __init__(self, warmup_steps: int = 3, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, warmup_steps: int = 3, timed_steps: int = 50,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if warmup_steps < 0 or timed_steps < 0:
+            raise ValueError(f"callbacks.training_cost: warmup_steps ({warmup_steps}) and timed_steps ({timed_steps}) "
+                             "must be >= 0")
         self.warmup_steps = warmup_steps
+        self.timed_steps = timed_steps
         self.clock = clock
+        self.batches_started = 0
         self.durations_ms: list[float] = []
         self.cuda_peak_bytes: int | None = None
         self.saved_bytes: int | None = None
@@ -102,16 +111,25 @@ class TrainingCost(L.Callback):
         self._start: float | None = None
         self._counter: SavedTensorCounter | None = None
 
+    def times(self, batch: int) -> bool:
+        """Whether the `batch`-th training batch of this fit (0-based) is timed (and CUDA synchronised)."""
+        return self.timed_steps > 0 and batch < self.warmup_steps + self.timed_steps
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         device = pl_module.device
+        timed = self.times(self.batches_started)
+        self.batches_started += 1
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            # the allocator's statistics are kept on the host: reading and resetting them needs no synchronisation
             torch.cuda.reset_peak_memory_stats(device)
+            if timed:
+                torch.cuda.synchronize(device)
         elif self.saved_bytes is None and self._counter is None:
             self._counter = SavedTensorCounter({p.untyped_storage().data_ptr() for p in pl_module.parameters()})
             self._counter.start()
-        self._start = self.clock()
+        if timed:
+            self._start = self.clock()
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         self._stop_counting()  # the forward is over: what backward saves is freed as it goes
@@ -119,9 +137,9 @@ class TrainingCost(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         device = pl_module.device
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
         if self._start is not None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             self.durations_ms.append((self.clock() - self._start) * 1000.0)
             self._start = None
         if device.type == "cuda":

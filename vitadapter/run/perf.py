@@ -3,28 +3,33 @@
 Keys (sizes in MiB, 2**20 bytes):
 - `perf/train_step_ms`, `perf/train_steps_timed`, `perf/peak_memory_mb`, `perf/peak_memory_kind`:
   from the `TrainingCost` callback (see `vitadapter.callbacks.perf`).
-- `perf/infer_ms_per_image`: the median over 3 timed passes (after 1 untimed) of the task's
-  eval-mode forward on the first validation batch that holds images, without gradients and with the
-  trainer's precision, divided by the batch's images (null when every validation image was skipped as bad). It runs on a copy of the task whose method is merged
-  into the frozen weights when the method is mergeable, as it would be deployed.
+- `perf/infer_ms_per_image`: milliseconds per image of the inference validation runs, timed on the
+  first validation batch that holds images: for segmentation the task's `predict_probabilities`
+  (the configured whole or sliding-window inference and test-time augmentation, probabilities at
+  the label's size), for detection the task's `predict` (the detector's eval forward, detections
+  mapped back to the original images). The median of 3 timed passes after 1 untimed, in eval mode,
+  under `torch.inference_mode` and the trainer's precision, on the training device (CUDA
+  synchronised around each pass). It times the model as trained and validated, its method NOT
+  merged into the frozen weights (merging rewrites the ViT in place and cannot be undone; the task
+  is not copied, so the frozen ViT is never held twice): for a mergeable method (LoRA, SSF, ...) the
+  deployed, merged model can be faster (`scripts/benchmark_merge.py` measures both). Null when every
+  validation image was skipped as bad.
 - `ckpt/size_mb`: the size of the saved checkpoint.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import statistics
 import time
-import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from torch import Tensor, nn
 
 from vitadapter.callbacks.perf import MIB, TrainingCost
 
@@ -36,60 +41,78 @@ def checkpoint_size_mb(path: str | Path) -> float:
     return Path(path).stat().st_size / MIB
 
 
-def inference_copy(task: L.LightningModule) -> L.LightningModule:
-    """A deep copy of the task in eval mode, its PEFT method merged when mergeable.
+def configured_inference(task: L.LightningModule, batch: Mapping[str, Any]) -> tuple[Callable[[], list[Any]], int]:
+    """The inference validation runs on `batch`, as a callable returning its outputs, and the batch's image count.
 
-    The task's public non-module attributes (e.g. the COCO ground truth) are shared, not copied.
+    Segmentation: `predict_probabilities` per image at its label's size (validation batches are lists of
+    differently sized images, each run alone). Detection: `predict` on the batch's images.
     """
-    shared = {id(v): v for k, v in vars(task).items()
-              if not k.startswith("_") and not isinstance(v, (nn.Module, types.MethodType))}
-    clone = copy.deepcopy(task, memo=shared)
-    # under DDP Lightning patches `forward` on the instance (redirecting to the wrapped original): use the class's
-    vars(clone).pop("forward", None)
-    method = clone.encoder.method
-    if method is not None and method.mergeable:
-        clone.encoder.merge()
-    return clone.eval()
-
-
-def _batch_forward(task: nn.Module, batch: Mapping[str, Any]) -> tuple[Callable[[], Any], int]:
-    """The task's forward on a validation batch, and the batch's number of images."""
-    if "images" in batch:  # detection: the detector takes a list of images
+    if "images" in batch:
         images = batch["images"]
-        return lambda: task(images), len(images)
-    images = batch["image"]
-    if isinstance(images, Tensor):
-        return lambda: task(images), len(images)
-    # segmentation validation batches are lists of differently sized images, each run alone
-    return lambda: [task(image.unsqueeze(0)) for image in images], len(images)
+        return lambda: task.predict(images, batch["scales"], batch["orig_sizes"]), len(images)
+    pairs = list(zip(batch["image"], batch["mask"]))
+    return (lambda: [task.predict_probabilities(image.unsqueeze(0), tuple(mask.shape[-2:])) for image, mask in pairs],
+            len(pairs))
+
+
+def median_ms_per_image(inference: Callable[[], Any], num_images: int, device: torch.device, repeats: int = 3,
+                        clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median milliseconds per image of `repeats` timed calls of `inference` (after one untimed).
+
+    Args:
+        inference: runs the model on `num_images` images.
+        num_images: how many images one call processes.
+        device: where the model runs (CUDA is synchronised around each call).
+        repeats: timed calls.
+        clock: seconds as a float.
+    """
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    times = []
+    for index in range(repeats + 1):
+        sync()
+        start = clock()
+        inference()
+        sync()
+        elapsed = clock() - start
+        if index:
+            times.append(elapsed * 1000.0 / num_images)
+    return statistics.median(times)
+
+
+@contextmanager
+def evaluating(task: L.LightningModule, device: torch.device) -> Iterator[L.LightningModule]:
+    """`task` itself (no copy) on `device` in eval mode; afterwards back on its device, each module in its mode.
+
+    Lightning moves the task to the CPU when fitting ends; it goes back there so that a sweep's next
+    run (in the same process) finds the accelerator's memory free.
+    """
+    modes = {module: module.training for module in task.modules()}
+    home = next(task.parameters()).device
+    task.to(device).eval()
+    try:
+        yield task
+    finally:
+        task.to(home)
+        for module, training in modes.items():
+            module.training = training
 
 
 def inference_ms_per_image(task: L.LightningModule, batch: Mapping[str, Any], device: torch.device,
                            forward_context: Callable[[], Any], repeats: int = 3,
                            clock: Callable[[], float] = time.perf_counter) -> float:
-    """Median milliseconds per image of `repeats` timed forwards (after one untimed) of `task` on `batch`.
+    """Median milliseconds per image of the configured inference of `task` on `batch` (see the module docstring).
 
     Args:
-        task: the model to time, in the mode it should run in.
-        batch: a validation batch (already on `device`).
-        device: where `task` and `batch` are (CUDA is synchronised around each pass).
+        task: the trained task (moved to `device` and put in eval mode for the measurement, then restored).
+        batch: a validation batch holding at least one image (moved to `device` here).
+        device: where to time it.
         forward_context: the trainer's precision context (autocast for mixed precision).
         repeats: timed passes.
         clock: seconds as a float.
     """
-    forward, num_images = _batch_forward(task, batch)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    times = []
-    with torch.no_grad(), forward_context():
-        for index in range(repeats + 1):
-            sync()
-            start = clock()
-            forward()
-            sync()
-            elapsed = clock() - start
-            if index:
-                times.append(elapsed * 1000.0 / num_images)
-    return statistics.median(times)
+    with evaluating(task, device), torch.inference_mode(), forward_context():
+        inference, num_images = configured_inference(task, move_data_to_device(batch, device))
+        return median_ms_per_image(inference, num_images, device, repeats, clock)
 
 
 def run_cost(trainer: L.Trainer, task: L.LightningModule, datamodule: L.LightningDataModule,
@@ -101,16 +124,14 @@ def run_cost(trainer: L.Trainer, task: L.LightningModule, datamodule: L.Lightnin
         log.warning("no TrainingCost callback configured: metrics.json gets no perf/train_step_ms nor peak memory")
     else:
         figures.update(meter.figures())
-    device = trainer.strategy.root_device
-    clone = inference_copy(task).to(device)
     # the first batch with images: under data.skip_bad_samples a batch, or a rank's every batch, may have none
-    batch = next((b for b in datamodule.val_dataloader() if _batch_forward(clone, b)[1]), None)
+    batch = next((b for b in datamodule.val_dataloader() if configured_inference(task, b)[1]), None)
     if batch is None:
         log.warning("this process has no validation image left to time (all skipped as bad): "
                     "perf/infer_ms_per_image is null here")
         figures["perf/infer_ms_per_image"] = None
         return figures
-    batch = move_data_to_device(trainer.precision_plugin.convert_input(batch), device)
-    figures["perf/infer_ms_per_image"] = inference_ms_per_image(clone, batch, device,
-                                                                trainer.precision_plugin.forward_context)
+    figures["perf/infer_ms_per_image"] = inference_ms_per_image(
+        task, trainer.precision_plugin.convert_input(batch), trainer.strategy.root_device,
+        trainer.precision_plugin.forward_context)
     return figures
