@@ -33,6 +33,10 @@ class MethodHooks(nn.Module):
         """Called before block `index`."""
         return tokens
 
+    def no_weight_decay(self) -> set[str]:
+        """The tensors that get no weight decay (timm's convention): all of them, as hooks hold tokens (prompts)."""
+        return {name for name, _ in self.named_parameters()}
+
 
 @dataclass
 class MethodConfig:
@@ -104,10 +108,6 @@ class MethodConfig:
             Hooks the encoder runs between blocks (and trains), or None.
         """
         raise NotImplementedError
-
-    def lr_scales(self, backbone: ViTBackbone) -> dict[int, float]:
-        """Per-parameter lr multipliers by `id(param)` (layer-wise decay); empty: all 1."""
-        return {}
 
     def merge_into(self, backbone: ViTBackbone) -> None:
         """Folds the trained method into the ViT's weights so that it is a plain timm model again."""

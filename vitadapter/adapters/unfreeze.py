@@ -112,34 +112,29 @@ class NormTuningConfig(MethodConfig):
 @register_method("full")
 @dataclass
 class FullFineTuningConfig(MethodConfig):
-    """Trains every ViT weight the encoder runs (the reference baseline), with layer-wise lr decay.
+    """Trains every ViT weight the encoder runs (the reference baseline).
 
+    Its config (`model/adapter=full`) turns on layer-wise lr decay, `model.optimizer.layer_decay`.
     Stochastic depth, as the fine-tuning recipes use it, is timm's: `model.backbone.model_kwargs.drop_path_rate`.
     """
 
     per_block: ClassVar[bool] = False
 
-    layer_decay: float = field(
-        default=0.65,
-        metadata={"help": "lr multiplier per block from the top (BEiT/ViT-Adapter: 0.65-0.9); 1.0 = no decay"},
+    layer_decay: float | None = field(
+        default=None,
+        metadata={"help": "not a method setting: layer-wise lr decay is model.optimizer.layer_decay (every method)"},
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"model.adapter.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.layer_decay is not None:
+            raise ValueError(
+                f"model.adapter.layer_decay={self.layer_decay}: layer-wise lr decay is an optimiser setting for every "
+                f"method; set model.optimizer.layer_decay={self.layer_decay} instead"
+            )
 
     def apply(self, backbone: ViTBackbone) -> MethodHooks | None:
         for _, param in used_named_parameters(backbone, list(range(backbone.used_depth))):
             param.requires_grad_(True)
         backbone.modules_follow_train = True
         return None
-
-    def lr_scales(self, backbone: ViTBackbone) -> dict[int, float]:
-        """BEiT's layer ids: embeddings 0, block i -> i + 1, the layers after the ViT depth + 1 (scale 1)."""
-        top = backbone.used_depth + 1
-        scales = {}
-        for name, param in used_named_parameters(backbone, list(range(backbone.used_depth))):
-            layer = int(name.split(".")[1]) + 1 if name.startswith("blocks.") else 0
-            scales[id(param)] = self.layer_decay ** (top - layer)
-        return scales

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,7 +13,7 @@ from vitadapter.backbone import ViTBackbone
 from vitadapter.encoder import Encoder
 from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
 from vitadapter.tasks.loss_guard import check_finite_loss
-from vitadapter.tasks.optim import trainable_param_groups
+from vitadapter.tasks.optim import layer_decay_scales, trainable_param_groups
 
 
 class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
@@ -33,26 +34,40 @@ class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
         """The frozen ViT (for checkpointing and its normalisation)."""
         return self.encoder.backbone
 
+    def optimizer_setting(self, key: str) -> Any:
+        """A setting of `model.optimizer` (the partial's keyword, else the optimiser function's default, else None)."""
+        factory = self.optimizer_factory
+        if key in getattr(factory, "keywords", {}):
+            return factory.keywords[key]
+        parameter = inspect.signature(getattr(factory, "func", factory)).parameters.get(key)
+        return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
     def method_param_lr(self) -> dict[int, float]:
         """Learning rates of the PEFT method's tensors that differ from the optimiser's.
 
         The method's own `lr` (when set) replaces the optimiser's for its tensors, so an experiment's
-        `model.optimizer.lr` does not overwrite it; layer-wise decay multiplies either.
+        `model.optimizer.lr` does not overwrite it; layer-wise decay (`model.optimizer.layer_decay`)
+        multiplies either for the tensors inside the ViT.
         """
+        layer_decay = self.optimizer_setting("layer_decay")
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ValueError(f"model.optimizer.layer_decay must be in (0, 1] (1.0 or null: off), got {layer_decay}")
         method = self.encoder.method
         if method is None:
-            return {}
-        scales = method.lr_scales(self.backbone)
+            return {}  # nothing trains inside the ViT
+        scales = layer_decay_scales(self.backbone, layer_decay) if layer_decay not in (None, 1.0) else {}
         if method.lr is None and not scales:
             return {}  # the optimiser's own lr for everything: one group per weight-decay setting
-        lr = method.lr if method.lr is not None else getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        lr = method.lr if method.lr is not None else self.optimizer_setting("lr")
         if lr is None:
             raise ValueError("model.optimizer has no lr to scale; set model.optimizer.lr or model.adapter.lr")
         return {id(p): lr * scales.get(id(p), 1.0) for p in self.encoder.method_parameters()}
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (or the configured optimiser) over trainable parameters only, lr stepped every step."""
-        optimizer = self.optimizer_factory(trainable_param_groups(self, self.method_param_lr()))
+        """The configured optimiser over trainable parameters only (timm's weight-decay rules); lr set every step."""
+        weight_decay = self.optimizer_setting("weight_decay") or 0.0
+        groups = trainable_param_groups(self, weight_decay=weight_decay, param_lr=self.method_param_lr())
+        optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
