@@ -10,19 +10,22 @@ weights load as timm loads them and a block computes exactly what timm computes.
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from timm.layers import resample_abs_pos_embed
-from timm.layers.pos_embed_rel import resize_rel_pos_bias_table
 from torch import Tensor, nn
+
+from vitadapter.backbone.relative_bias import RelativeBiasResampler
 
 
 # what the encoder runs before the first block, by timm's names across the three families
 EMBEDDING_MODULES = ("patch_embed", "norm_pre", "rope", "rel_pos_bias")
 EMBEDDING_TENSORS = ("cls_token", "reg_token", "pos_embed")
+
+# resampled BEiT tables kept per table: a few grids (training crop, sliding window, recent whole images)
+CACHED_GRIDS = 8
 
 
 @dataclass
@@ -116,24 +119,15 @@ class EvaFamily(ViTFamily):
         return self.vit.blocks[index](tokens.x, rope=rope)
 
 
-def _resampled_bias(table: Tensor, grid: tuple[int, int]) -> Tensor:
-    """A BEiT relative-position table resampled to `grid` and expanded to num_heads×(N+1)×(N+1)."""
-    from timm.models.beit import gen_relative_position_index
-
-    size = (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3
-    resized = resize_rel_pos_bias_table(table, new_window_size=grid, new_bias_shape=(size, table.shape[-1]))
-    index = gen_relative_position_index(grid, device=table.device).view(-1)
-    area = grid[0] * grid[1] + 1
-    return resized[index].view(area, area, -1).permute(2, 0, 1).contiguous()
-
-
 class BeitFamily(ViTFamily):
     """timm `Beit`: fixed-size patch embedding and relative-position tables built for one window.
 
     BEiT's tables are resampled to each input's grid from the untouched pretrained table (as timm's
     checkpoint filter does for a new image size), so one model serves every input size. timm's
-    attention reads its table through `_get_rel_pos_bias()`; each attention instance gets a version
-    of that method that resamples for the current grid (cached while the table is frozen).
+    attention reads its table through `_get_rel_pos_bias()`; for the length of each block call the
+    block's attention gets one that returns the bias for that call's token grid, so the model is
+    plain timm outside the encoder and no grid is remembered between calls (or across copies of the
+    model). See `vitadapter.backbone.relative_bias` for when a resampled table is reused.
     """
 
     extra_tokens_refusal = (
@@ -143,38 +137,47 @@ class BeitFamily(ViTFamily):
 
     def __init__(self, vit: nn.Module) -> None:
         super().__init__(vit)
+        # inputs of any size, padded at the bottom and right to whole patches: ceil(H/p) x ceil(W/p) tokens
         vit.patch_embed.strict_img_size = False
         vit.patch_embed.dynamic_img_pad = True
-        self.grid: tuple[int, int] = tuple(vit.patch_embed.grid_size)
-        self._cache: dict[tuple[int, tuple[int, int]], Tensor] = {}
-        for block in vit.blocks:
-            if getattr(block.attn, "relative_position_bias_table", None) is not None:
-                block.attn._get_rel_pos_bias = types.MethodType(self._attention_bias, block.attn)
-
-    def _bias(self, table: Tensor) -> Tensor:
-        if table.requires_grad and torch.is_grad_enabled():
-            return _resampled_bias(table, self.grid)
-        key = (id(table), self.grid)
-        if key not in self._cache or self._cache[key].device != table.device:
-            with torch.no_grad():
-                self._cache[key] = _resampled_bias(table, self.grid)
-        return self._cache[key]
-
-    def _attention_bias(self, attn: nn.Module) -> Tensor:
-        return self._bias(attn.relative_position_bias_table).unsqueeze(0)
+        tables = sum(getattr(b.attn, "relative_position_bias_table", None) is not None for b in vit.blocks)
+        tables += vit.rel_pos_bias is not None
+        self.relative_bias = RelativeBiasResampler(capacity=CACHED_GRIDS * max(tables, 1))
 
     def embed(self, image: Tensor) -> Tokens:
         vit = self.vit
-        self.grid = tuple(vit.patch_embed.dynamic_feat_size(image.shape[-2:]))
         x = vit.patch_embed(image)
+        grid = tuple(vit.patch_embed.dynamic_feat_size(tuple(image.shape[-2:])))
+        if x.shape[1] != grid[0] * grid[1]:
+            raise RuntimeError(
+                f"BEiT's patch embedding made {x.shape[1]} tokens of a {tuple(image.shape[-2:])} image, not the "
+                f"{grid[0]}x{grid[1]} grid its relative-position bias is built for: its patch_embed must pad "
+                "inputs to whole patches (dynamic_img_pad=True)"
+            )
         x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         if vit.pos_embed is not None:
             x = x + resample_abs_pos_embed(
-                vit.pos_embed, new_size=self.grid, old_size=vit.patch_embed.grid_size, num_prefix_tokens=1
+                vit.pos_embed, new_size=grid, old_size=vit.patch_embed.grid_size, num_prefix_tokens=1
             )
         shared = vit.rel_pos_bias
-        bias = self._bias(shared.relative_position_bias_table) if shared is not None else None
-        return Tokens(vit.pos_drop(x), self.grid, 1, {"shared_rel_pos_bias": bias})
+        bias = (
+            self.relative_bias.for_grid(shared.relative_position_bias_table, tuple(shared.window_size), grid)
+            if shared is not None else None
+        )
+        return Tokens(vit.pos_drop(x), grid, 1, {"shared_rel_pos_bias": bias})
+
+    def run_block(self, index: int, tokens: Tokens) -> Tensor:
+        block = self.vit.blocks[index]
+        attn = block.attn
+        if getattr(attn, "relative_position_bias_table", None) is None:
+            return block(tokens.x, **tokens.block_kwargs)
+        table, window = attn.relative_position_bias_table, tuple(attn.window_size)
+        bias = self.relative_bias.for_grid(table, window, tokens.grid).unsqueeze(0)
+        attn._get_rel_pos_bias = lambda: bias  # an instance attribute shadows timm's method for this call only
+        try:
+            return block(tokens.x, **tokens.block_kwargs)
+        finally:
+            del attn._get_rel_pos_bias
 
 
 REFUSALS = {
