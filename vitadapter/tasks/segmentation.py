@@ -89,8 +89,18 @@ class SegmentationTask(FrozenBackboneTask):
         return self.checked_loss(loss, batch, batch_idx)
 
     def _loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits.float(), mask, ignore_index=self.ignore_index)
+        """Cross-entropy averaged over the labelled pixels; exactly 0 (zero gradient) when the batch has none.
+
+        `F.cross_entropy`'s mean divides by the number of labelled pixels, 0/0 = NaN for a batch whose
+        crops are all `ignore_index`; the sum over those pixels divided by max(count, 1) is the same mean
+        otherwise (bit for bit) and stays connected to the graph, so every rank still runs its backward.
+        """
+        upsampled = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        total = F.cross_entropy(upsampled.float(), mask, ignore_index=self.ignore_index, reduction="sum")
+        # + 0 x the logits: adds exactly 0 to the loss and its gradient when they are finite, but a NaN/Inf logit
+        # makes the loss non-finite even where no pixel is labelled (the sum above skips those pixels, while
+        # its backward would still spread NaN into the weights), so the loss guard stops the run
+        return total / (mask != self.ignore_index).sum().clamp_min(1) + 0.0 * logits.sum(dtype=torch.float32)
 
     def predict_probabilities(self, image: Tensor, output_size: tuple[int, int]) -> Tensor:
         """Class probabilities B×K×H×W at `output_size` with the configured inference and TTA."""
