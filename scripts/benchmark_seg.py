@@ -74,7 +74,7 @@ def build_task(args: argparse.Namespace, variant: str) -> torch.nn.Module:
 def measure(task: torch.nn.Module, args: argparse.Namespace) -> dict[str, float]:
     device = torch.device(args.device)
     task.to(device).train()  # the frozen ViT stays in eval mode; under `full` it trains
-    optimizer = torch.optim.AdamW(trainable_param_groups(task), lr=1e-4)
+    optimizer = torch.optim.AdamW(trainable_param_groups(task, weight_decay=0.05), lr=1e-4)
     image = torch.randn(args.batch, 3, args.size, args.size, device=device)
     mask = torch.randint(0, task.num_classes, (args.batch, args.size, args.size), device=device)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
