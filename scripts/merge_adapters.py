@@ -36,11 +36,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Merges, writes the checkpoint and prints what it holds and how to evaluate it."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from vitadapter.checkpoint import UnsafeCheckpointError
     from vitadapter.multitask.merging import MergeError, merge_checkpoints, merge_summary, save_merged
 
     try:
         checkpoint = merge_checkpoints(args.checkpoints, args.weights, args.head_from)
-    except (MergeError, FileNotFoundError) as error:
+    except (MergeError, UnsafeCheckpointError, FileNotFoundError) as error:
         sys.exit(f"merge_adapters.py: error: {error}")
     path = save_merged(checkpoint, args.out)
     print(f"wrote {path}: {merge_summary(checkpoint)}")

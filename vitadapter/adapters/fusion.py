@@ -32,6 +32,7 @@ from vitadapter.adapters.base import LoadedFrozenModules, MethodConfig, MethodHo
 from vitadapter.adapters.registry import build_method, register_method
 from vitadapter.adapters.residual_adapter import POSITIONS, AdaptedBranch, ResidualAdapterConfig
 from vitadapter.backbone.fingerprint import check_trained_on
+from vitadapter.checkpoint import load_checkpoint_file
 
 if TYPE_CHECKING:
     from vitadapter.backbone import ViTBackbone
@@ -96,8 +97,8 @@ def load_source(path: str, backbone: ViTBackbone) -> FusionSource:
     if not Path(path).is_file():
         raise FusionSourceError(f"fusion source {path} does not exist (relative paths are from {Path.cwd()}); "
                                 "give train.py checkpoints in model.adapter.sources=[A.ckpt,B.ckpt]")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    meta = checkpoint.get("vitadapter") if isinstance(checkpoint, dict) else None
+    checkpoint = load_checkpoint_file(path)
+    meta = checkpoint.get("vitadapter")
     if not meta or not meta.get("config"):
         raise FusionSourceError(f"fusion source {path} was not written by vitadapter's train.py (no run config)")
     check_trained_on(f"fusion source {path}", meta["backbone_name"], meta["backbone_fingerprint"],

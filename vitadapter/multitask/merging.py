@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vitadapter.checkpoint import load_checkpoint_file
+
 SUMMED_METHODS = ("lora",)
 AVERAGED_METHODS = ("bottleneck", "convpass", "vpt", "ssf", "bitfit", "norm", "full", "none")
 REFUSED_METHODS = {
@@ -97,8 +99,8 @@ def load_source(path: str | Path, weight: float) -> Source:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass checkpoints written by train.py")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    meta = checkpoint.get("vitadapter") if isinstance(checkpoint, dict) else None
+    checkpoint = load_checkpoint_file(path)
+    meta = checkpoint.get("vitadapter")
     if not meta or not meta.get("config") or "state_dict" not in checkpoint:
         raise MergeError(f"{path} is not a checkpoint written by vitadapter's train.py (no run config in it)")
     return Source(path, float(weight), checkpoint)

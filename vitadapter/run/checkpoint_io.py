@@ -1,10 +1,11 @@
-"""Checkpoints written so that a kill during a save never leaves a torn file."""
+"""Checkpoints written so that a kill during a save never leaves a torn file, and read so that none can run code."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from vitadapter.checkpoint import refusing_unsafe
 
 TEMP_SUFFIX = ".tmp"
 
@@ -56,7 +59,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's `TorchCheckpointIO` with `atomic_torch_save` for local paths (remote URLs: Lightning's own)."""
+    """Lightning's `TorchCheckpointIO` with `atomic_torch_save` for local paths (remote URLs: Lightning's own),
+    and every read through torch's safe unpickler (resume, and the validation of train.py and eval.py)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         """Writes `checkpoint` to `path` atomically (see `atomic_torch_save`)."""
@@ -64,3 +68,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: _PATH, map_location: Callable | None = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's read with `weights_only=True` whatever the caller asks; a refused file raises
+        `vitadapter.checkpoint.UnsafeCheckpointError` naming it (nothing of it ran)."""
+        with refusing_unsafe(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)

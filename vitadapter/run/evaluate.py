@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, open_dict
 
 from vitadapter.callbacks.bad_samples import bad_sample_report
+from vitadapter.checkpoint import load_checkpoint_file
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.run_files import write_metrics_json
 from vitadapter.utils.params import parameter_counts
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint written by vitadapter's train.py (on the CPU), refusing any other file.
+    """Loads a checkpoint written by vitadapter's train.py (on the CPU, safely: see `load_checkpoint_file`),
+    refusing any other file.
 
     Args:
         ckpt_path: a checkpoint written by train.py.
@@ -32,7 +34,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r} does not exist; pass a checkpoint written by train.py, "
                                 "e.g. outputs/train/runs/<date>/checkpoints/last.ckpt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(path)
     if not (checkpoint.get("vitadapter") or {}).get("config"):
         raise ValueError(f"{path} holds no vitadapter run config; was it written by this project's train.py?")
     return checkpoint
@@ -129,7 +131,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     accelerator, reason = evaluation_accelerator(cfg.eval.accelerator, cfg.get("trained_on"))
     log.info("evaluating on %s (%s)", accelerator, reason)
     trainer = build_trainer(cfg, callbacks=callbacks, logger=False, accelerator=accelerator)
-    trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=False)
+    trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=True)
     metrics = {**task.summary_metrics(), **bad_sample_report(trainer).metrics(training=False),
                **parameter_counts(task)}
     if trainer.is_global_zero:

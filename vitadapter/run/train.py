@@ -71,7 +71,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     # save the final weights explicitly, then validate exactly those.
     last = output_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last)
-    trainer.validate(task, datamodule=datamodule, ckpt_path=str(last), verbose=False, weights_only=False)
+    trainer.validate(task, datamodule=datamodule, ckpt_path=str(last), verbose=False, weights_only=True)
 
     metrics = {**task.summary_metrics(), **bad_sample_report(trainer).metrics(), **params,
                **run_cost(trainer, task, datamodule, last)}

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import OmegaConf
 
+from vitadapter.checkpoint import load_checkpoint_file
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.run.evaluate import read_checkpoint
 
@@ -19,10 +19,11 @@ def load_checkpoint_weights(task: L.LightningModule, checkpoint: str | Path | di
 
     Args:
         task: the task the checkpoint was trained as.
-        checkpoint: its path, or the checkpoint already read.
+        checkpoint: its path (read with `load_checkpoint_file`, which refuses files that could run code), or
+            the checkpoint already read.
     """
     if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint_file(checkpoint)
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])
 

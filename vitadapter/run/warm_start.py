@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from vitadapter.backbone.fingerprint import check_trained_on
+from vitadapter.checkpoint import load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def warm_start(task: L.LightningModule, ckpt_path: str | Path, parts: Sequence[s
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"init_from.ckpt_path={str(ckpt_path)!r} does not exist; give a train.py checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(path)
     meta = checkpoint.get("vitadapter") or {}
     check_trained_on(f"init_from.ckpt_path={path}", meta.get("backbone_name"), meta.get("backbone_fingerprint"),
                      "this run's backbone", task.backbone.name, task.backbone.fingerprint)
