@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import last_logged, run_cli, tiny_det_overrides
+from tests.helpers import evaluate_in_process, last_logged, run_cli, tiny_det_overrides
 from vitadapter.metrics import evaluate_results_file
 from vitadapter.utils.sweep_summary import COST_KEYS
 
@@ -70,7 +70,10 @@ def test_eval_reproduces_training_and_predictions_json_reproduces_eval(det_demo_
 
 def test_two_step_coco_det_run(tmp_path: Path, det_data_root: Path) -> None:
     run_cli("train.py", "experiment=coco_det", *tiny_det_overrides(det_data_root), f"hydra.run.dir={tmp_path}")
-    _assert_final_figures_were_logged(tmp_path, json.loads((tmp_path / "metrics.json").read_text()))
+    trained = json.loads((tmp_path / "metrics.json").read_text())
+    _assert_final_figures_were_logged(tmp_path, trained)
+    evaluated = evaluate_in_process(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "eval")
+    assert {k: evaluated[k] for k in VAL_KEYS} == {k: trained[k] for k in VAL_KEYS}
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ def test_segmentation_method_trains_and_eval_reproduces_it(method: str, tmp_path
     saved = sum(v.numel() for k, v in checkpoint["state_dict"].items()
                 if k.rsplit(".", 1)[-1] not in ("running_mean", "running_var", "num_batches_tracked"))
     assert saved == trained["params/trainable"]
-    assert trained["ckpt/size_mb"] > 0 and trained["perf/train_step_ms"] > 0
+    size = (tmp_path / "train" / "checkpoints" / "last.ckpt").stat().st_size / 2**20
+    assert trained["ckpt/size_mb"] == pytest.approx(size, rel=1e-6)
 
 
 @pytest.mark.slow  # merging is checked in process for every method; this is the detection CLI path
@@ -43,7 +44,8 @@ def test_lora_detection_evaluates_merged_and_unmerged_alike(tmp_path: Path, det_
             f"hydra.run.dir={tmp_path / 'merged'}")
     merged = json.loads((tmp_path / "merged" / "metrics.json").read_text())
     # merged weights compute the same function up to float rounding; the LoRA matrices are gone
-    assert merged["val/bbox_AP"] == pytest.approx(trained["val/bbox_AP"], abs=1.0)
+    for key in ("val/bbox_AP", "val/bbox_AP50", "val/segm_AP"):
+        assert merged[key] == pytest.approx(trained[key], abs=1e-3)
     assert merged["params/trainable"] < trained["params/trainable"]
 
 

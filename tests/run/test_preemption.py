@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -16,14 +18,23 @@ import torch
 
 from tests.helpers import run_cli, start_cli, tiny_seg_overrides
 from vitadapter.callbacks.preemption import Preemption
+from vitadapter.run.train import run_training
 
 MAX_STEPS = 10000
 READY_LINE = "after the current step and stop"  # logged by Preemption once its handlers are installed
 
 
+def _overrides(data_root: Path, max_steps: int) -> list[str]:
+    """demo_seg shrunk, run for `max_steps` with a constant lr (no schedule: a run's lr then does not depend
+    on its length, so a preempted run and a shorter uninterrupted one train alike) and no validation before."""
+    tiny = [o for o in tiny_seg_overrides(data_root)
+            if not o.startswith(("trainer.max_steps", "trainer.val_check", "model.scheduler"))]
+    return ["experiment=demo_seg", *tiny, "model.scheduler=null", f"trainer.max_steps={max_steps}",
+            f"trainer.val_check_interval={max_steps}"]
+
+
 def _long_run_overrides(data_root: Path) -> list[str]:
-    tiny = [o for o in tiny_seg_overrides(data_root) if not o.startswith(("trainer.max_steps", "trainer.val_check"))]
-    return ["experiment=demo_seg", *tiny, f"trainer.max_steps={MAX_STEPS}", f"trainer.val_check_interval={MAX_STEPS}"]
+    return _overrides(data_root, MAX_STEPS)
 
 
 def _start_train(run_dir: Path, data_root: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
@@ -37,7 +48,8 @@ def _wait_for_training(proc: subprocess.Popen, out: Path, timeout: float = 120) 
     deadline = time.monotonic() + timeout
     while READY_LINE not in out.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited already
+                os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"train.py did not start training (rc {proc.poll()}):\n{out.read_text()[-4000:]}")
         time.sleep(0.2)
     time.sleep(1.0)  # a few steps
@@ -74,7 +86,8 @@ def _stopped_step(run_dir: Path) -> int:
     return step
 
 
-def test_sigterm_saves_last_checkpoint_exits_zero_and_resumes(tmp_path: Path, seg_data_root: Path) -> None:
+def test_sigterm_saves_last_checkpoint_exits_zero_and_resumes(tmp_path: Path, seg_data_root: Path,
+                                                              compose_config) -> None:
     run_dir = tmp_path / "run"
     proc, out = _start_train(run_dir, seg_data_root)
     _wait_for_training(proc, out)
@@ -88,12 +101,18 @@ def test_sigterm_saves_last_checkpoint_exits_zero_and_resumes(tmp_path: Path, se
     assert f"resume with the same overrides plus ckpt_path={last}" in log
 
     resumed = tmp_path / "resumed"
-    overrides = [o for o in tiny_seg_overrides(seg_data_root) if not o.startswith("trainer.max_steps")]
-    run_cli("train.py", "experiment=demo_seg", *overrides, f"trainer.max_steps={step + 2}", f"ckpt_path={last}",
-            f"hydra.run.dir={resumed}")
-    checkpoint = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert checkpoint["global_step"] == step + 2
-    assert (resumed / "metrics.json").is_file()
+    overrides = _overrides(seg_data_root, step + 2)
+    run_cli("train.py", *overrides, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+    # the same run without the interruption, in this process: the resumed run ends with its weights and figures
+    run_training(compose_config("train", overrides, tmp_path / "whole"))
+    expected, checkpoint = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+                            for d in (tmp_path / "whole", resumed))
+    assert checkpoint["global_step"] == expected["global_step"] == step + 2
+    assert expected["state_dict"].keys() == checkpoint["state_dict"].keys()
+    assert all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in expected["state_dict"].items())
+    whole, resumed_metrics = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "whole", resumed))
+    assert {k: v for k, v in whole.items() if k.startswith("val/")} == \
+        {k: v for k, v in resumed_metrics.items() if k.startswith("val/")}
 
 
 @pytest.mark.slow  # the single-process SIGTERM test runs by default

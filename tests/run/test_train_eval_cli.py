@@ -12,7 +12,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.helpers import last_logged, EXPERIMENTS, experiment_neck, run_cli, tiny_seg_overrides
+from tests.helpers import EXPERIMENTS, dataset_miou, evaluate_in_process, experiment_neck, last_logged, run_cli, tiny_seg_overrides
+from vitadapter.inference import tta_inference
+from vitadapter.run.trained import load_trained
 from vitadapter.utils.sweep_summary import COST_KEYS
 
 SEG_EXPERIMENTS = [e for e in EXPERIMENTS if "_seg" in e]
@@ -77,17 +79,30 @@ def test_checkpoint_records_its_device_and_eval_reports_where_it_runs(demo_run: 
 
 
 def test_eval_with_tta_and_overrides(demo_run: Path, tmp_path: Path) -> None:
-    run_cli("eval.py", f"ckpt_path={demo_run / 'checkpoints' / 'last.ckpt'}", "eval.tta.flip=true",
-            "eval.tta.scales=[0.75,1.0]", "model.inference.mode=slide", "model.inference.crop_size=48",
-            "model.inference.stride=32", f"hydra.run.dir={tmp_path}")
+    checkpoint = demo_run / "checkpoints" / "last.ckpt"
+    run_cli("eval.py", f"ckpt_path={checkpoint}", "eval.tta.flip=true", "eval.tta.scales=[0.75,1.0]",
+            "model.inference.mode=slide", "model.inference.crop_size=48", "model.inference.stride=32",
+            "trainer.precision=32-true", "eval.save_predictions=true", f"hydra.run.dir={tmp_path}")
     config = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
     assert (config.eval.tta.flip, list(config.eval.tta.scales)) == (True, [0.75, 1.0])
     inference = config.model.inference
     assert (inference.mode, inference.crop_size, inference.stride) == ("slide", 48, 32)
-    # other windows, scales and flips than training's validation: other predictions, other figures
-    tta = json.loads((tmp_path / "metrics.json").read_text())
-    plain = json.loads((demo_run / "metrics.json").read_text())
-    assert tta["val/aAcc"] != plain["val/aAcc"]
+
+    # every written prediction is the argmax of the flip + two-scale sliding-window probabilities
+    datamodule, task = load_trained(checkpoint)
+    datamodule.setup("validate")
+    pairs = []
+    with torch.no_grad():
+        for index in range(len(datamodule.val_set)):
+            sample = datamodule.val_set[index]
+            label = torch.as_tensor(sample["mask"])
+            probs = tta_inference(task, sample["image"][None], tuple(label.shape), mode="slide", crop_size=48,
+                                  stride=32, scales=(0.75, 1.0), flip=True)
+            written = np.asarray(Image.open(tmp_path / "predictions" / f"{sample['name']}.png")).astype(np.int64)
+            assert np.array_equal(written - 1, probs.argmax(1)[0].numpy())  # ADE20K files: class index + 1
+            pairs.append((written - 1, label.numpy()))
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert evaluated["val/mIoU"] == pytest.approx(dataset_miou(pairs, task.num_classes), abs=1e-4)
 
 
 # demo_seg runs in demo_run; demo_seg_vit_adapter in test_vit_adapter_cli
@@ -96,8 +111,10 @@ def test_two_step_run_of_every_other_segmentation_experiment(experiment: str, tm
                                                              seg_data_root: Path) -> None:
     run_cli("train.py", f"experiment={experiment}", *tiny_seg_overrides(seg_data_root, experiment_neck(experiment)),
             f"hydra.run.dir={tmp_path}")
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["val/mIoU"] == pytest.approx(last_logged(tmp_path, "val/mIoU"), abs=1e-4)
+    trained = json.loads((tmp_path / "metrics.json").read_text())
+    evaluated = evaluate_in_process(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "eval")
+    assert {k: evaluated[k] for k in ("val/mIoU", "val/aAcc", "val/mAcc")} == \
+        {k: trained[k] for k in ("val/mIoU", "val/aAcc", "val/mAcc")}
 
 
 @pytest.mark.slow  # the submitit_local sweep test writes a summary by default
