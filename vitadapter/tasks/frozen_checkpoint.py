@@ -7,6 +7,7 @@ from typing import Any
 from vitadapter.adapters.base import LoadedFrozenModules, MethodConfig
 from vitadapter.backbone import ViTBackbone
 from vitadapter.backbone.fingerprint import BackboneMismatchError, check_trained_on
+from vitadapter.checkpoint import FORMAT_VERSION
 
 __all__ = ["BackboneMismatchError", "FrozenBackboneCheckpointing"]
 
@@ -44,6 +45,7 @@ class FrozenBackboneCheckpointing:
         frozen = set(self.frozen_state_keys())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint["vitadapter"] = {
+            "format_version": FORMAT_VERSION,
             "backbone_name": self.backbone.name,
             "backbone_fingerprint": self.backbone.fingerprint,
             "config": self.run_config,
