@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from vitadapter.callbacks.perf import SavedTensorCounter
+from vitadapter.cost import SavedTensorCounter
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import trainable_param_groups
 

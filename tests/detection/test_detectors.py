@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -10,14 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.helpers import CONFIGS, TINY_DETECTOR_OVERRIDES
-from functools import partial
-
 from vitadapter.adapters import BottleneckAdapterConfig
 from vitadapter.backbone import ViTBackbone
+from vitadapter.detection import BatchOnlyTransform, DetectionBackbone, Detector
 from vitadapter.encoder import Encoder
-from vitadapter.heads.detection_backbone import DetectionBackbone
-from vitadapter.heads.detection_transform import BatchOnlyTransform
-from vitadapter.heads.detectors import Detector
 from vitadapter.necks import MultiLevelNeck
 
 DETECTORS = sorted(p.stem for p in (CONFIGS / "model" / "detector").glob("*.yaml"))

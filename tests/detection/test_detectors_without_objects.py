@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.heads.test_detectors import DETECTORS, _detector
+from tests.detection.test_detectors import DETECTORS, _detector
 from tests.unlabelled_data import write_coco_with_empty_images
 from vitadapter.data.coco_dataset import COCODetectionDataset
 from vitadapter.data.det_transforms import build_det_train_transform

@@ -11,8 +11,8 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
-from vitadapter.utils.sweep_plot import pareto_front
-from vitadapter.utils.sweep_summary import COST_KEYS, SweepSummary, collect_sweep_rows, write_sweep_plot
+from vitadapter.hydra_callbacks.sweep_plot import pareto_front
+from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS, SweepSummary, collect_sweep_rows, write_sweep_plot
 
 # method -> (params/trainable, val/mIoU); convpass's job wrote no metrics.json (a failed job)
 JOBS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vitadapter.inference.overlays import PANEL_GAP, detection_overlay, segmentation_overlay
+from vitadapter.overlays.draw import PANEL_GAP, detection_overlay, segmentation_overlay
 from vitadapter.inference.visualize import class_palette
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers import evaluate_in_process, last_logged, run_cli, tiny_det_overrides
 from vitadapter.metrics import evaluate_results_file
-from vitadapter.utils.sweep_summary import COST_KEYS
+from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS
 
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VAL_KEYS = [f"val/{t}_{m}" for t in ("bbox", "segm") for m in AP_NAMES]

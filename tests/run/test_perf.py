@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from tests.helpers import run_cli, tiny_det_overrides, tiny_seg_overrides
-from vitadapter.callbacks.perf import CUDA_KIND, ESTIMATE_KIND, MIB, TrainingCost, median_after_warmup
+from vitadapter.cost.inference_cost import configured_inference, inference_ms_per_image, median_ms_per_image
+from vitadapter.cost.training_cost import CUDA_KIND, ESTIMATE_KIND, MIB, TrainingCost, median_after_warmup
 from vitadapter.inference import tta_inference
 from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.run.perf import configured_inference, inference_ms_per_image, median_ms_per_image
 
 PERF_KEYS = ("perf/train_step_ms", "perf/peak_memory_mb", "perf/infer_ms_per_image", "ckpt/size_mb")
 

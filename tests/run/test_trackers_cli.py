@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import run_cli, tiny_seg_overrides
-from vitadapter.inference.overlays import PANEL_GAP
+from vitadapter.overlays.draw import PANEL_GAP
 from vitadapter.inference.visualize import blend_class_map, class_palette
 
 NUM_OVERLAYS = 2  # of the 3 validation images

@@ -15,7 +15,7 @@ from PIL import Image
 from tests.helpers import EXPERIMENTS, dataset_miou, evaluate_in_process, experiment_neck, last_logged, run_cli, tiny_seg_overrides
 from vitadapter.inference import tta_inference
 from vitadapter.run.trained import load_trained
-from vitadapter.utils.sweep_summary import COST_KEYS
+from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS
 
 SEG_EXPERIMENTS = [e for e in EXPERIMENTS if "_seg" in e]
 

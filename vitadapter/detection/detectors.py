@@ -21,8 +21,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from vitadapter.heads.detection_backbone import DetectionBackbone
-from vitadapter.heads.detection_transform import BatchOnlyTransform
+from vitadapter.detection.backbone import DetectionBackbone
+from vitadapter.detection.transform import BatchOnlyTransform
 
 ROI_LEVELS = 4  # RoIAlign pools from p2-p5, as in the FPN paper; p6 only feeds the RPN
 

@@ -16,12 +16,12 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vitadapter.utils.sweep_plot import plot_quality_vs_params
+from vitadapter.hydra_callbacks.sweep_plot import plot_quality_vs_params
 
 log = logging.getLogger(__name__)
 
 METRIC_PREFIXES = ("params/trainable", "params/total")
-# what each run cost (see vitadapter.run.perf), reported after the quality metrics
+# what each run cost (see vitadapter.cost.run_cost), reported after the quality metrics
 COST_KEYS = ("perf/train_step_ms", "perf/peak_memory_mb", "perf/peak_memory_kind", "perf/infer_ms_per_image",
              "ckpt/size_mb")
 # the swept PEFT method gets its own column, first after the job

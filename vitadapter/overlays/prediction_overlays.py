@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 from PIL import Image
 
-from vitadapter.inference.overlays import detection_overlay, segmentation_overlay
+from vitadapter.overlays.draw import detection_overlay, segmentation_overlay
 from vitadapter.run.trackers import log_pictures
 
 

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vitadapter.callbacks.bad_samples import BadSampleReport
+from vitadapter.data.bad_samples.bad_sample_report import BadSampleReport
 from vitadapter.run.checkpoint_io import AtomicCheckpointIO
 
 RUN_CONFIG_KEYS = ("model", "data", "monitor")

@@ -11,7 +11,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, open_dict
 
-from vitadapter.callbacks.bad_samples import bad_sample_report
+from vitadapter.data.bad_samples.bad_sample_report import bad_sample_report
 from vitadapter.checkpoint import load_checkpoint_file
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.run_files import write_metrics_json

@@ -10,11 +10,11 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from vitadapter.callbacks.bad_samples import bad_sample_report
 from vitadapter.callbacks.preemption import Preemption
+from vitadapter.cost import run_cost
+from vitadapter.data.bad_samples.bad_sample_report import bad_sample_report
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.launch_checks import refuse_ddp_sweep_on_basic_launcher
-from vitadapter.run.perf import run_cost
 from vitadapter.run.resume import resume_checkpoint
 from vitadapter.run.run_files import plot_training_curves, write_metrics_json
 from vitadapter.run.warm_start import warm_start
@@ -37,7 +37,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         The flat metrics written to `metrics.json` (val/* of the final weights, params/*, the run's
-        cost perf/*, ckpt/size_mb: see `vitadapter.run.perf`, and the bad files skipped, data/skipped_*: see
+        cost perf/*, ckpt/size_mb: see `vitadapter.cost.run_cost`, and the bad files skipped, data/skipped_*: see
         `BadSampleReport`); empty when preempted.
     """
     if cfg.model.get("adapter") and cfg.model.adapter.get("merge"):

@@ -20,8 +20,8 @@ from vitadapter.adapters import MethodConfig
 from vitadapter.backbone import ViTBackbone
 from vitadapter.encoder import Encoder
 from vitadapter.callbacks.detection_writer import DetectionPredictionWriter
-from vitadapter.heads.detection_backbone import DetectionBackbone
-from vitadapter.heads.detectors import Detector
+from vitadapter.detection.backbone import DetectionBackbone
+from vitadapter.detection.detectors import Detector
 from vitadapter.metrics.coco import MASK_THRESHOLD, COCOEvaluator
 from vitadapter.metrics.coco_summary import flatten_coco_results, format_coco_table
 from vitadapter.tasks.base import FrozenBackboneTask
@@ -67,7 +67,7 @@ class DetectionTask(FrozenBackboneTask):
         backbone: the frozen ViT.
         neck: builds the neck given `in_channels` and `patch_size` (a Hydra partial); strides 4..32.
         detector: builds the `Detector` given `backbone` (a `DetectionBackbone`) and `num_classes`
-            (a partial of one of `vitadapter.heads.detectors`' builders).
+            (a partial of one of `vitadapter.detection.detectors`' builders).
         class_names: one name per class, in contiguous-label order (sets the number of classes).
         optimizer: builds the optimiser from parameter groups.
         scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.

@@ -13,7 +13,7 @@ do. With `data.skip_bad_samples=true` the datamodules give their datasets a skip
 
 Either way the sample carries the skipped files under `SKIPPED` through the loader's collate function
 (`CollateWithSkips`), out of the worker processes, to `BadSampleReport`
-(`vitadapter.callbacks.bad_samples`), which warns, gathers them from every rank and puts them in metrics.json.
+(`vitadapter.data.bad_samples.bad_sample_report`), which warns, gathers them from every rank and puts them in metrics.json.
 """
 
 from __future__ import annotations

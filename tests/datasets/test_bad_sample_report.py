@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from vitadapter.callbacks.bad_samples import BadSampleReport
 from vitadapter.data.bad_samples import SKIPPED, BadSampleError, SkippedFile
+from vitadapter.data.bad_samples.bad_sample_report import BadSampleReport
 
 TRUNCATED = "cannot decode the image: image file is truncated"
 
@@ -42,7 +42,7 @@ def test_training_files_accumulate_warn_once_and_survive_a_checkpoint(trainer: L
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     report = BadSampleReport()
     a, b = SkippedFile("/d/a.jpg", TRUNCATED), SkippedFile("/d/b.png", "size mismatch")
-    with caplog.at_level(logging.WARNING, logger="vitadapter.callbacks.bad_samples"):
+    with caplog.at_level(logging.WARNING, logger="vitadapter.data.bad_samples.bad_sample_report"):
         for index, batch in enumerate([seg_batch(["x", "y"], a), seg_batch(["x", "z"], a, b), seg_batch(["w"])]):
             report.on_train_batch_start(trainer, None, batch, index)
     assert [r.getMessage() for r in caplog.records] == [f"skipped bad training file /d/a.jpg: {TRUNCATED}",
