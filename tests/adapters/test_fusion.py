@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import OmegaConf
 
 from tests.helpers import run_cli, tiny_seg_overrides
 from vitadapter.adapters import BottleneckAdapter
 from vitadapter.adapters.fusion import AdapterFusion, AdapterFusionConfig, FusionSourceError
+from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.export.merged import load_trained_task
 from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.run.evaluate import read_run_config
 from vitadapter.utils.params import parameter_counts
 
 
@@ -30,7 +29,7 @@ def _ckpt(run_dir: Path) -> Path:
 
 def _fusion_task(target_ckpt: Path, sources: list[Path], **backbone: object) -> torch.nn.Module:
     """A fresh task with the target checkpoint's config (its data, neck, head), fusing `sources`."""
-    config = OmegaConf.create(read_run_config(target_ckpt))
+    config = TrainedCheckpoint.read(target_ckpt).config()
     config.model.adapter = {"_target_": "vitadapter.adapters.build_method", "name": "fusion",
                             "sources": [str(s) for s in sources]}
     config.model.backbone.update(backbone)

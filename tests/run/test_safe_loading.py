@@ -14,15 +14,15 @@ import torch
 
 from tests.helpers import ROOT, run_cli, tiny_seg_overrides
 from vitadapter.adapters.fusion import load_source as load_fusion_source
-from vitadapter.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+from vitadapter.checkpoint import TrainedCheckpoint, UnsafeCheckpointError, load_checkpoint_file
 from vitadapter.export import export_merged
 from vitadapter.export.onnx_export import export_onnx
 from vitadapter.multitask import MultiTaskModel
 from vitadapter.multitask.merging import merge_checkpoints
 from vitadapter.run.checkpoint_io import AtomicCheckpointIO
-from vitadapter.run.evaluate import read_checkpoint, register_restored_config
+from vitadapter.run.evaluate import register_restored_config
 from vitadapter.run.train import run_training
-from vitadapter.run.trained import load_checkpoint_weights, load_trained
+from vitadapter.run.trained import load_trained
 from vitadapter.run.warm_start import warm_start
 
 
@@ -77,9 +77,9 @@ def _resume(path: Path, tmp_path: Path, compose_config: Callable, seg_data_root:
 
 # entry point -> how it reads `path`: (path, task, tmp_path, compose_config, seg_data_root)
 ENTRY_POINTS: dict[str, Callable[..., Any]] = {
-    "eval read_checkpoint": lambda path, *_: read_checkpoint(path),
+    "eval/predict TrainedCheckpoint.read": lambda path, *_: TrainedCheckpoint.read(path),
     "eval/predict restored config": lambda path, *_: register_restored_config([f"ckpt_path={path}"]),
-    "predict load_checkpoint_weights": lambda path, task, *_: load_checkpoint_weights(task, path),
+    "load_trained": lambda path, *_: load_trained(path),
     "predict several: MultiTaskModel": lambda path, *_: MultiTaskModel.from_checkpoints([path]),
     "resume trainer.fit(ckpt_path)": lambda path, task, tmp, compose, root: _resume(path, tmp, compose, root),
     "checkpoint IO (fit, validate)": lambda path, *_: AtomicCheckpointIO().load_checkpoint(path),

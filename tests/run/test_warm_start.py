@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from tests.helpers import tiny_seg_overrides
+from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.run.trained import load_trained
-from vitadapter.run.warm_start import part_of, warm_start
+from vitadapter.run.warm_start import warm_start
 
 
 def _fresh_seg(compose_config, root: Path, tmp_path: Path, method: str = "convpass_demo"):
@@ -19,23 +20,14 @@ def _fresh_seg(compose_config, root: Path, tmp_path: Path, method: str = "convpa
     return build_datamodule_and_task(cfg)[1]
 
 
-def test_part_of_names_tensors_from_the_encoder() -> None:
-    assert part_of("detector.backbone.encoder.backbone.vit.blocks.0.drop_path1.adapter.up.weight") == \
-        part_of("encoder.backbone.vit.blocks.0.drop_path1.adapter.up.weight") == \
-        ("adapter", "backbone.vit.blocks.0.drop_path1.adapter.up.weight")
-    assert part_of("encoder.hooks.prompts") == ("adapter", "hooks.prompts")
-    assert part_of("encoder.neck.lateral.0.weight") == ("neck", "neck.lateral.0.weight")
-    assert part_of("head.conv_seg.weight") == ("head", "head.conv_seg.weight")
-
-
 def test_detection_adapters_start_a_segmentation_run(compose_config, det_demo_run: Path, seg_data_root: Path,
                                                      tmp_path: Path) -> None:
     task = _fresh_seg(compose_config, seg_data_root, tmp_path)
     neck_before = {k: v.clone() for k, v in task.encoder.neck.state_dict().items()}
-    source = torch.load(det_demo_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    adapters = {"encoder." + part_of(k)[1]: v for k, v in source["state_dict"].items() if part_of(k)[0] == "adapter"}
+    source = TrainedCheckpoint.read(det_demo_run / "checkpoints" / "last.ckpt")
+    adapters = {"encoder." + key.name: v for key, v in source.tensors("adapter").items()}
     assert len(adapters) == 48  # Convpass: 4 blocks x 2 branches x (down, conv, up) x (weight, bias)
-    assert all(k.startswith("detector.model.backbone.encoder.") for k in source["state_dict"] if ".adapter." in k)
+    assert all(k.startswith("detector.model.backbone.encoder.") for k in source.state_dict if ".adapter." in k)
 
     assert warm_start(task, det_demo_run / "checkpoints" / "last.ckpt") == 48
     state = task.state_dict()

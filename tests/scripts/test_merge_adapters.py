@@ -14,8 +14,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from tests.helpers import CONFIGS, ROOT, run_cli, tiny_seg_overrides
+from vitadapter.checkpoint import classify_key
 from vitadapter.export import load_trained_task
-from vitadapter.multitask.merging import METHOD_KEY, MergeError, lora_scaling, merge_checkpoints, save_merged
+from vitadapter.multitask.merging import MergeError, lora_scaling, merge_checkpoints, save_merged
 from vitadapter.run.build import build_datamodule_and_task
 
 DROPPED = {"optimizer_states", "lr_schedulers", "loops", "callbacks"}
@@ -59,7 +60,7 @@ def load(path: Path) -> dict:
 
 
 def method_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if METHOD_KEY.match(k)}
+    return {k: v for k, v in state.items() if classify_key(k).part == "adapter"}
 
 
 def encoder_output(task: L.LightningModule) -> dict[str, torch.Tensor]:
@@ -140,7 +141,7 @@ def _set_adapter(**fields: object) -> Callable[[dict], None]:
 
 
 def _shrink_first_method_tensor(checkpoint: dict) -> None:
-    key = next(k for k in checkpoint["state_dict"] if METHOD_KEY.match(k))
+    key = next(k for k in checkpoint["state_dict"] if classify_key(k).part == "adapter")
     checkpoint["state_dict"][key] = checkpoint["state_dict"][key][:-1]
 
 
@@ -227,7 +228,7 @@ def test_a_segmentation_and_a_detection_checkpoint_merge_into_a_detector(seg_dem
     task = load_trained_task(merged)
     assert type(task).__name__ == "DetectionTask" and task.task_name == "demo_det"
     def named_from_encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {METHOD_KEY.match(k)["name"]: v for k, v in method_tensors(state).items()}
+        return {classify_key(k).name: v for k, v in method_tensors(state).items()}
 
     seg_tensors, det_tensors = (named_from_encoder(load(path)["state_dict"]) for path in (seg, det))
     state = named_from_encoder(task.state_dict())

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,7 @@ from torch import Tensor, nn
 from vitadapter.adapters.base import LoadedFrozenModules, MethodConfig, MethodHooks
 from vitadapter.adapters.registry import build_method, register_method
 from vitadapter.adapters.residual_adapter import POSITIONS, AdaptedBranch, ResidualAdapterConfig
-from vitadapter.backbone.fingerprint import check_trained_on
-from vitadapter.checkpoint import load_checkpoint_file
+from vitadapter.checkpoint import TrainedCheckpoint
 
 if TYPE_CHECKING:
     from vitadapter.backbone import ViTBackbone
@@ -40,12 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BRANCH_POSITIONS = {branch: position for position, branch in POSITIONS.items()}
-# a residual adapter's tensors in a segmentation (encoder.) or detection (detector.backbone.encoder.) checkpoint
-ADAPTER_KEY = re.compile(r"(?:^|\.)backbone\.vit\.blocks\.(\d+)\.(drop_path[12])\.adapter\.(.+)$")
 
 
 class FusionSourceError(ValueError):
-    """A fusion source cannot be used: missing, another backbone, another method or placement, or changed."""
+    """A fusion source cannot be used: not train.py's, another backbone, another method or placement, or changed.
+    (A missing source raises FileNotFoundError.)"""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -84,6 +81,18 @@ class FusionSource:
         return adapter
 
 
+def residual_adapters(checkpoint: TrainedCheckpoint) -> dict[tuple[int, str], dict[str, Tensor]]:
+    """A checkpoint's residual adapters: (block, position) -> that adapter's state dict, from the method's tensors
+    at `backbone.vit.blocks.N.drop_path{1,2}.adapter.` inside the encoder (of a segmentation or detection task)."""
+    tensors: dict[tuple[int, str], dict[str, Tensor]] = {}
+    for key, value in checkpoint.tensors("adapter").items():
+        branch, _, rest = (key.in_block or "").partition(".")
+        holder, _, name = rest.partition(".")
+        if branch in BRANCH_POSITIONS and holder == "adapter" and name:
+            tensors.setdefault((key.block, BRANCH_POSITIONS[branch]), {})[name] = value
+    return tensors
+
+
 def load_source(path: str, backbone: ViTBackbone) -> FusionSource:
     """Reads a train.py checkpoint's residual adapters after checking its backbone and method.
 
@@ -94,27 +103,15 @@ def load_source(path: str, backbone: ViTBackbone) -> FusionSource:
     Returns:
         The source's adapters and identity.
     """
-    if not Path(path).is_file():
-        raise FusionSourceError(f"fusion source {path} does not exist (relative paths are from {Path.cwd()}); "
-                                "give train.py checkpoints in model.adapter.sources=[A.ckpt,B.ckpt]")
-    checkpoint = load_checkpoint_file(path)
-    meta = checkpoint.get("vitadapter")
-    if not meta or not meta.get("config"):
-        raise FusionSourceError(f"fusion source {path} was not written by vitadapter's train.py (no run config)")
-    check_trained_on(f"fusion source {path}", meta["backbone_name"], meta["backbone_fingerprint"],
-                     "this model's backbone", backbone.name, backbone.fingerprint, error=FusionSourceError)
-    fields = {k: v for k, v in meta["config"]["model"].get("adapter", {}).items() if k != "_target_"}
-    name = fields.pop("name", None)
-    method = build_method(name, **fields) if name else None
+    checkpoint = TrainedCheckpoint.read(path, f"fusion source {path}", error=FusionSourceError)
+    checkpoint.check_trained_on(backbone, error=FusionSourceError)
+    fields = {k: v for k, v in checkpoint.adapter_config.items() if k not in ("_target_", "name")}
+    name = checkpoint.method_name
+    method = build_method(name, **fields) if name != "none" else None
     if not isinstance(method, ResidualAdapterConfig):
         raise FusionSourceError(f"fusion source {path} was trained with model.adapter.name={name!r}; AdapterFusion "
                                 "fuses residual adapters: bottleneck, convpass (and its variants)")
-    tensors: dict[tuple[int, str], dict[str, Tensor]] = {}
-    for key, value in checkpoint["state_dict"].items():
-        match = ADAPTER_KEY.search(key)
-        if match:
-            where = (int(match[1]), BRANCH_POSITIONS[match[2]])
-            tensors.setdefault(where, {})[match[3]] = value
+    tensors = residual_adapters(checkpoint)
     if not tensors:
         raise FusionSourceError(f"fusion source {path} holds no adapter tensors (backbone.vit.blocks.*.adapter.*)")
     return FusionSource(path, file_sha256(path), method, tensors)

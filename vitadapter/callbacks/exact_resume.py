@@ -20,7 +20,7 @@ RANK_STATES_KEY = "rank_states"
 def global_random_states() -> dict[str, Any]:
     """The process-wide generators: torch (CPU and every CUDA device), NumPy's legacy global and Python's."""
     numpy_state = np.random.get_state(legacy=False)
-    # plain ints instead of an ndarray, so that the checkpoint stays loadable with torch.load(weights_only=True)
+    # plain ints instead of an ndarray, so that the safe reader (vitadapter.checkpoint.load_checkpoint_file) reads it
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
     states: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():

@@ -10,7 +10,6 @@ states as tensors and ints, file paths as strings), and tests keep them so.
 from __future__ import annotations
 
 import contextlib
-import logging
 import pickle
 import re
 from collections.abc import Iterator
@@ -19,14 +18,7 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger(__name__)
-
-# the layout of checkpoint["vitadapter"]; a checkpoint without the key is of format 1
-FORMAT_VERSION = 2
-# Convpass before format 2 had no `activation`, `act_before_conv`, `init`, `prefix_through_conv` and `dropout`
-# fields and computed: GELU after the conv only, PyTorch's default init, prefix tokens beside the conv, no dropout
-_FORMAT_1_CONVPASS = {"activation": "gelu", "act_before_conv": False, "init": "torch", "prefix_through_conv": False,
-                      "dropout": 0.0}
+from vitadapter.checkpoint.format import META_KEY, upgrade_run_config
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
 _UNPICKLER_ERROR = "WeightsUnpickler error:"
@@ -94,33 +86,6 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict); "
                          "give a checkpoint written by train.py")
-    if isinstance(checkpoint.get("vitadapter"), dict):
-        upgrade_run_config(checkpoint["vitadapter"], path)
+    if isinstance(checkpoint.get(META_KEY), dict):
+        upgrade_run_config(checkpoint[META_KEY], path)
     return checkpoint
-
-
-def upgrade_run_config(meta: dict[str, Any], path: str | Path) -> None:
-    """Brings `checkpoint["vitadapter"]` of an older format to the current one, in place, so that the model it
-    rebuilds computes what it computed when it was trained.
-
-    Format 1 -> 2: a Convpass config gets the fields of the form it was trained with (see `_FORMAT_1_CONVPASS`);
-    `full`'s `model.adapter.layer_decay` moves to `model.optimizer.layer_decay`.
-
-    Args:
-        meta: the checkpoint's "vitadapter" entry.
-        path: the checkpoint (for the log).
-    """
-    version = meta.get("format_version", 1)
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {version}, newer than this vitadapter's ({FORMAT_VERSION}); "
-                         "upgrade vitadapter to read it")
-    model = (meta.get("config") or {}).get("model") or {}
-    adapter = model.get("adapter") or {}
-    if version < 2 and adapter.get("name") == "convpass":
-        missing = {k: v for k, v in _FORMAT_1_CONVPASS.items() if k not in adapter}
-        adapter.update(missing)
-        if missing:
-            log.info("%s: Convpass trained before the authors' form was the default; rebuilt with %s", path, missing)
-    if version < 2 and adapter.get("name") == "full" and adapter.get("layer_decay") is not None:
-        model.setdefault("optimizer", {})["layer_decay"] = adapter.pop("layer_decay")
-    meta["format_version"] = FORMAT_VERSION

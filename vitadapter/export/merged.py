@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.encoder import Encoder
 from vitadapter.run.trained import load_trained
 
@@ -27,11 +28,11 @@ log = logging.getLogger(__name__)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 
 
-def load_trained_task(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> L.LightningModule:
+def load_trained_task(ckpt_path: str | Path | TrainedCheckpoint, overrides: Sequence[str] = ()) -> L.LightningModule:
     """Rebuilds the task a train.py checkpoint was trained as and loads its weights (as eval.py does).
 
     Args:
-        ckpt_path: a checkpoint written by train.py.
+        ckpt_path: a checkpoint written by train.py (or the `TrainedCheckpoint` already read).
         overrides: dotted `key=value` changes of the restored config (e.g. `model.backbone.checkpoint=...`
             when the pretrained weights moved).
 

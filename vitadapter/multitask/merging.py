@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vitadapter.checkpoint import load_checkpoint_file
+from vitadapter.checkpoint import META_KEY, TrainedCheckpoint, atomic_torch_save
 
 SUMMED_METHODS = ("lora",)
 AVERAGED_METHODS = ("bottleneck", "convpass", "vpt", "ssf", "bitfit", "norm", "full", "none")
@@ -53,9 +52,8 @@ BACKBONE_UNCOMPARED = ("checkpoint", "grad_checkpointing", "out_indices")
 # top-level entries an inference checkpoint keeps: loops, optimiser, scheduler, callback and loader state go
 KEPT_ENTRIES = ("epoch", "global_step", "pytorch-lightning_version", "hyper_parameters", "hparams_name")
 
-# method tensors: inside the encoder's ViT or its hooks (prompts), under any task's prefix
-METHOD_KEY = re.compile(r"^(?P<prefix>(?:.*?\.)?encoder\.)(?P<name>(?:backbone|hooks)\..+)$")
-LORA_KEY = re.compile(r"^.+\.lora_(?P<part>A|B)\.[^.]+\.(?P<tensor>weight|bias)$")
+# LoRA's factors in peft's names: `<layer>.lora_A.<adapter name>.weight`, `<layer>.lora_B.<adapter name>.bias`
+LORA_FACTORS = {"lora_A": "A", "lora_B": "B"}
 _UNSET = "<unset>"
 
 
@@ -69,41 +67,33 @@ class Source:
 
     path: Path
     weight: float
-    checkpoint: dict[str, Any]
+    checkpoint: TrainedCheckpoint
 
     @property
     def meta(self) -> dict[str, Any]:
         """The checkpoint's `vitadapter` entry (fingerprint, run config)."""
-        return self.checkpoint["vitadapter"]
+        return self.checkpoint.meta
 
     @property
     def adapter(self) -> dict[str, Any]:
         """The run config's `model.adapter` (`{"name": "none"}` when it has none)."""
-        return self.meta["config"]["model"].get("adapter") or {"name": "none"}
+        return self.checkpoint.adapter_config
 
-    def method_tensors(self) -> tuple[str | None, dict[str, Tensor]]:
-        """(prefix of the encoder, e.g. `encoder.`, or None) and the method's tensors named from the encoder."""
-        prefixes, tensors = set(), {}
-        for key, tensor in self.checkpoint["state_dict"].items():
-            match = METHOD_KEY.match(key)
-            if match:
-                prefixes.add(match["prefix"])
-                tensors[match["name"]] = tensor
-        if len(prefixes) > 1:
-            raise MergeError(f"{self.path}: method tensors under several encoders ({sorted(prefixes)})")
-        return (prefixes.pop() if prefixes else None), tensors
+    def method_tensors(self) -> dict[str, Tensor]:
+        """The method's tensors (the checkpoint's "adapter" part) named from the encoder."""
+        tensors = self.checkpoint.tensors("adapter")
+        encoders = {key.encoder for key in tensors}
+        if len(encoders) > 1:
+            raise MergeError(f"{self.path}: method tensors under several encoders ({sorted(encoders)})")
+        return {key.name: tensor for key, tensor in tensors.items()}
 
 
 def load_source(path: str | Path, weight: float) -> Source:
     """Loads a train.py checkpoint to merge, refusing files without vitadapter's run config."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass checkpoints written by train.py")
-    checkpoint = load_checkpoint_file(path)
-    meta = checkpoint.get("vitadapter")
-    if not meta or not meta.get("config") or "state_dict" not in checkpoint:
+    checkpoint = TrainedCheckpoint.read(path, error=MergeError)
+    if not checkpoint.has_run_config:
         raise MergeError(f"{path} is not a checkpoint written by vitadapter's train.py (no run config in it)")
-    return Source(path, float(weight), checkpoint)
+    return Source(Path(path), float(weight), checkpoint)
 
 
 def first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
@@ -216,6 +206,14 @@ def merged_lora_adapter(sources: Sequence[Source], head: Source) -> dict[str, An
     return adapter
 
 
+def lora_factor(name: str) -> tuple[str, str] | None:
+    """("A" or "B", "weight" or "bias") of a LoRA factor's tensor name; None for any other tensor."""
+    components = name.split(".")
+    if len(components) < 4 or components[-3] not in LORA_FACTORS or components[-1] not in ("weight", "bias"):
+        return None
+    return LORA_FACTORS[components[-3]], components[-1]
+
+
 def lora_sum(sources: Sequence[Source], tensors: Sequence[dict[str, Tensor]],
              adapter: Mapping[str, Any]) -> dict[str, Tensor]:
     """A = [A_1; ...; A_N], B = [c_1 B_1 | ... | c_N B_N], B's bias sum c_i b_i, with c_i = w_i s_i / s'."""
@@ -223,15 +221,15 @@ def lora_sum(sources: Sequence[Source], tensors: Sequence[dict[str, Tensor]],
     factors = [s.weight * lora_scaling(s.adapter) / target for s in sources]
     merged = {}
     for name in tensors[0]:
-        match = LORA_KEY.match(name)
-        if match is None:
+        factor = lora_factor(name)
+        if factor is None:
             raise MergeError(f"{sources[0].path}: encoder.{name} is not a LoRA factor; LoRA merging has no rule for it")
         parts = [own[name] for own in tensors]
-        if match["part"] == "A":
+        if factor[0] == "A":
             _check_shape(sources, parts, name, slice(1, None))
             merged[name] = torch.cat(parts, dim=0)
             continue
-        if match["tensor"] == "weight":
+        if factor[1] == "weight":
             _check_shape(sources, parts, name, slice(0, 1))
             merged[name] = torch.cat([(c * part.double()).to(part.dtype) for c, part in zip(factors, parts)], dim=1)
         else:
@@ -277,7 +275,7 @@ def merge_checkpoints(paths: Sequence[str | Path], weights: Sequence[float] | No
     index = head_index(paths, head_from)
     sources = [load_source(path, weight) for path, weight in zip(paths, weights)]
     check_compatible(sources)
-    tensors = [source.method_tensors()[1] for source in sources]
+    tensors = [source.method_tensors() for source in sources]
     check_same_tensors(sources, tensors)
     head = sources[index]
     config = copy.deepcopy(head.meta["config"])
@@ -286,20 +284,18 @@ def merge_checkpoints(paths: Sequence[str | Path], weights: Sequence[float] | No
         merged = lora_sum(sources, tensors, config["model"]["adapter"])
     else:
         merged = weighted_mean(sources, tensors)
-    state = {}
-    for key, tensor in head.checkpoint["state_dict"].items():
-        match = METHOD_KEY.match(key)
-        state[key] = merged[match["name"]] if match else tensor
+    state = {key.key: merged[key.name] if key.part == "adapter" else tensor
+             for key, tensor in head.checkpoint.tensors().items()}
     provenance = [{"path": str(s.path.resolve()), "weight": s.weight,
                    **({"merged_from": s.meta["merged_from"]} if "merged_from" in s.meta else {})} for s in sources]
     meta = {**head.meta, "config": config, "merged_from": provenance, "neck_and_heads_from": str(head.path.resolve())}
-    return {**{k: head.checkpoint[k] for k in KEPT_ENTRIES if k in head.checkpoint}, "state_dict": state,
-            "vitadapter": meta}
+    return {**{k: head.checkpoint.contents[k] for k in KEPT_ENTRIES if k in head.checkpoint.contents},
+            "state_dict": state, META_KEY: meta}
 
 
 def merge_summary(checkpoint: Mapping[str, Any]) -> str:
     """One line saying what a merged checkpoint holds (for the script's output)."""
-    meta = checkpoint["vitadapter"]
+    meta = checkpoint[META_KEY]
     adapter = meta["config"]["model"].get("adapter") or {"name": "none"}
     sources = ", ".join(f"{Path(s['path']).name} x {s['weight']:g}" for s in meta["merged_from"])
     rule = (f"summed LoRA updates as one LoRA of rank {adapter['r']} (alpha {adapter['alpha']:g})"
@@ -309,8 +305,6 @@ def merge_summary(checkpoint: Mapping[str, Any]) -> str:
 
 def save_merged(checkpoint: dict[str, Any], output: str | Path) -> Path:
     """Writes a merged checkpoint atomically (a kill leaves no torn file); returns its path."""
-    from vitadapter.run.checkpoint_io import atomic_torch_save
-
     path = Path(output)
     atomic_torch_save(checkpoint, path)
     return path

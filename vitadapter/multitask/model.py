@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from vitadapter.backbone.fingerprint import check_trained_on
+from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.inference.predictors import task_predictor
 from vitadapter.multitask.memory import tensor_bytes
 from vitadapter.run.trained import load_trained
@@ -85,7 +86,11 @@ class MultiTaskModel(nn.Module):
         Returns:
             The loaded task.
         """
-        datamodule, task = load_trained(ckpt_path)
+        checkpoint = TrainedCheckpoint.read(ckpt_path)
+        if self.fingerprint is not None:  # before building a model that would be refused
+            check_trained_on(checkpoint.subject, checkpoint.backbone_name, checkpoint.backbone_fingerprint,
+                             self._shared_description(), self.backbone_name, self.fingerprint)
+        datamodule, task = load_trained(checkpoint)
         name = self.add_task(task, name, source=str(ckpt_path))
         self.datamodules[name] = datamodule
         return task
@@ -112,8 +117,7 @@ class MultiTaskModel(nn.Module):
         backbone = task.backbone
         if self.fingerprint is None:
             self.backbone_name, self.fingerprint = backbone.name, backbone.fingerprint
-        check_trained_on(source or f"task {name!r}", backbone.name, backbone.fingerprint,
-                         f"the backbone of the tasks loaded so far ({', '.join(self.tasks) or 'none'})",
+        check_trained_on(source or f"task {name!r}", backbone.name, backbone.fingerprint, self._shared_description(),
                          self.backbone_name, self.fingerprint)
         if task.encoder.merged:
             raise ValueError(f"task {name!r} has its method merged into its ViT weights; add it unmerged "
@@ -123,6 +127,9 @@ class MultiTaskModel(nn.Module):
         if source is not None:
             self.sources[name] = source
         return name
+
+    def _shared_description(self) -> str:
+        return f"the backbone of the tasks loaded so far ({', '.join(self.tasks) or 'none'})"
 
     def task(self, name: str) -> FrozenBackboneTask:
         """The task called `name`."""

@@ -1,66 +1,21 @@
-"""Checkpoints written so that a kill during a save never leaves a torn file, and read so that none can run code."""
+"""Lightning's checkpoint IO for train.py and resume: files written atomically, read by `vitadapter.checkpoint`'s
+safe reader (so that none can run code)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vitadapter.checkpoint import refusing_unsafe
-
-TEMP_SUFFIX = ".tmp"
-
-
-def temp_path_for(path: Path) -> Path:
-    """A fresh temporary name beside `path`: `.<name>.<pid>.<random>.tmp` (hidden, and never `*.ckpt`)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    # makes the rename itself durable; some filesystems refuse fsync on a directory
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save(obj, path)` through a temporary file in the same directory, fsynced, then `os.replace`d.
-
-    Lightning's own atomic save moves a temporary file that may sit on another filesystem, where the
-    move is a copy. A rename within one directory is atomic (POSIX `rename(2)`): readers see either
-    the previous file or the complete new one. A failed save removes its temporary file; a killed one
-    leaves it behind under the name of `temp_path_for`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path_for(path)
-    try:
-        with open(temp, "xb") as f:  # created with the umask's permissions, unlike mkstemp's 0600
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    _fsync_directory(path.parent)
+from vitadapter.checkpoint import atomic_torch_save, load_checkpoint_file, refusing_unsafe
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's `TorchCheckpointIO` with `atomic_torch_save` for local paths (remote URLs: Lightning's own),
-    and every read through torch's safe unpickler (resume, and the validation of train.py and eval.py)."""
+    and every read through torch's safe unpickler (resume, and the validation of train.py)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         """Writes `checkpoint` to `path` atomically (see `atomic_torch_save`)."""
@@ -71,7 +26,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: _PATH, map_location: Callable | None = lambda storage, loc: storage,
                         weights_only: bool | None = None) -> dict[str, Any]:
-        """Lightning's read with `weights_only=True` whatever the caller asks; a refused file raises
-        `vitadapter.checkpoint.UnsafeCheckpointError` naming it (nothing of it ran)."""
-        with refusing_unsafe(path):
-            return super().load_checkpoint(path, map_location, weights_only=True)
+        """Reads with torch's safe unpickler whatever the caller asks: local files through
+        `vitadapter.checkpoint.load_checkpoint_file` (older formats upgraded), remote URLs through Lightning's
+        read with `weights_only=True`. A refused file raises `UnsafeCheckpointError` naming it (nothing of it ran)."""
+        if not _is_local_file_protocol(path):
+            with refusing_unsafe(path):
+                return super().load_checkpoint(path, map_location, weights_only=True)
+        return load_checkpoint_file(path, map_location)

@@ -11,45 +11,13 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, open_dict
 
+from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.data.bad_samples.bad_sample_report import bad_sample_report
-from vitadapter.checkpoint import load_checkpoint_file
 from vitadapter.run.build import build_datamodule_and_task, build_trainer
 from vitadapter.run.run_files import write_metrics_json
 from vitadapter.utils.params import parameter_counts
 
 log = logging.getLogger(__name__)
-
-
-def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint written by vitadapter's train.py (on the CPU, safely: see `load_checkpoint_file`),
-    refusing any other file.
-
-    Args:
-        ckpt_path: a checkpoint written by train.py.
-
-    Returns:
-        The checkpoint, whose `["vitadapter"]["config"]` is the run config it was trained with.
-    """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r} does not exist; pass a checkpoint written by train.py, "
-                                "e.g. outputs/train/runs/<date>/checkpoints/last.ckpt")
-    checkpoint = load_checkpoint_file(path)
-    if not (checkpoint.get("vitadapter") or {}).get("config"):
-        raise ValueError(f"{path} holds no vitadapter run config; was it written by this project's train.py?")
-    return checkpoint
-
-
-def read_run_config(ckpt_path: str | Path) -> dict[str, Any]:
-    """Reads the model/data config that a vitadapter checkpoint was trained with.
-
-    Args:
-        ckpt_path: a checkpoint written by train.py.
-
-    Returns:
-        {"model": ..., "data": ..., "monitor": ...} as plain containers.
-    """
-    return read_checkpoint(ckpt_path)["vitadapter"]["config"]
 
 
 def register_restored_config(argv: list[str]) -> None:
@@ -65,7 +33,7 @@ def register_restored_config(argv: list[str]) -> None:
             value = arg.split("=", 1)[1]
             if value.startswith("["):
                 return  # several checkpoints (predict.py): each is rebuilt from its own config
-            config = read_run_config(value)
+            config = TrainedCheckpoint.read(value, f"ckpt_path={value!r}").run_config
             ConfigStore.instance().store(group="restored", name="checkpoint", node=config, package="_global_")
             return
 
@@ -124,14 +92,16 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     elif cfg.eval.tta.flip or list(cfg.eval.tta.scales) != [1.0]:
         raise ValueError(f"eval.tta (flip / scales) is implemented for segmentation only; {cfg.model._target_} "
                          "has no test-time augmentation: leave eval.tta at its defaults")
+    checkpoint = TrainedCheckpoint.read(cfg.ckpt_path, f"ckpt_path={cfg.ckpt_path!r}")
     datamodule, task = build_datamodule_and_task(cfg)
+    checkpoint.load_into(task)
     callbacks: list[L.Callback] = []
     if cfg.eval.save_predictions:
         callbacks.append(task.prediction_writer(output_dir / "predictions", datamodule))
-    accelerator, reason = evaluation_accelerator(cfg.eval.accelerator, cfg.get("trained_on"))
+    accelerator, reason = evaluation_accelerator(cfg.eval.accelerator, checkpoint.trained_on)
     log.info("evaluating on %s (%s)", accelerator, reason)
     trainer = build_trainer(cfg, callbacks=callbacks, logger=False, accelerator=accelerator)
-    trainer.validate(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=True)
+    trainer.validate(task, datamodule=datamodule, verbose=False)
     metrics = {**task.summary_metrics(), **bad_sample_report(trainer).metrics(training=False),
                **parameter_counts(task)}
     if trainer.is_global_zero:

@@ -17,11 +17,11 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
+from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.inference.predictors import task_predictor
 from vitadapter.inference.visualize import draw_detections, draw_segmentation
 from vitadapter.multitask import MultiTaskModel
 from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.run.trained import load_checkpoint_weights
 from vitadapter.tasks import DetectionTask
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def run_prediction(cfg: DictConfig) -> list[Path]:
     if not isinstance(cfg.ckpt_path, str):
         return _predict_several(cfg, images, output_dir, device)
     datamodule, task = build_datamodule_and_task(cfg)
-    load_checkpoint_weights(task, cfg.ckpt_path)
+    TrainedCheckpoint.read(cfg.ckpt_path, f"ckpt_path={cfg.ckpt_path!r}").load_into(task)
     task.eval().to(device)
     return draw_all(task_drawer(task, datamodule, device, float(cfg.score_threshold), float(cfg.alpha)), images,
                     output_dir)

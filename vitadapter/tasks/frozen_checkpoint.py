@@ -6,8 +6,8 @@ from typing import Any
 
 from vitadapter.adapters.base import LoadedFrozenModules, MethodConfig
 from vitadapter.backbone import ViTBackbone
-from vitadapter.backbone.fingerprint import BackboneMismatchError, check_trained_on
-from vitadapter.checkpoint import FORMAT_VERSION
+from vitadapter.backbone.fingerprint import BackboneMismatchError
+from vitadapter.checkpoint import META_KEY, TrainedCheckpoint, vitadapter_entry
 
 __all__ = ["BackboneMismatchError", "FrozenBackboneCheckpointing"]
 
@@ -41,26 +41,20 @@ class FrozenBackboneCheckpointing:
         return [key for key, tensor in state.items() if self.backbone.is_frozen_tensor(tensor) or id(tensor) in loaded]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drops the frozen backbone weights and records their fingerprint and the run config."""
+        """Drops the frozen backbone weights and records their fingerprint, the run config and the class names."""
         frozen = set(self.frozen_state_keys())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
-        checkpoint["vitadapter"] = {
-            "format_version": FORMAT_VERSION,
-            "backbone_name": self.backbone.name,
-            "backbone_fingerprint": self.backbone.fingerprint,
-            "config": self.run_config,
-            "method_record": self.peft_method.checkpoint_record() if self.peft_method is not None else {},
-        }
+        method = self.peft_method
+        checkpoint[META_KEY] = vitadapter_entry(self.backbone.name, self.backbone.fingerprint, self.run_config,
+                                                method.checkpoint_record() if method is not None else {},
+                                                getattr(self, "class_names", None))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuses a different backbone, then fills the frozen weights in from the live model."""
-        meta = checkpoint.get("vitadapter")
-        if meta is None:
-            raise ValueError("this checkpoint was not written by vitadapter (no 'vitadapter' entry)")
-        check_trained_on("the checkpoint", meta["backbone_name"], meta["backbone_fingerprint"],
-                         "this model's backbone", self.backbone.name, self.backbone.fingerprint)
+        trained = TrainedCheckpoint(checkpoint)
+        trained.check_trained_on(self.backbone)
         if self.peft_method is not None:
-            self.peft_method.check_checkpoint_record(meta.get("method_record") or {})
+            self.peft_method.check_checkpoint_record(trained.method_record)
         live = self.state_dict()  # type: ignore[attr-defined]
         state = checkpoint["state_dict"]
         for key in self.frozen_state_keys():
