@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import get_method
 
 from vitadapter.checkpoint import FORMAT_VERSION, load_checkpoint_file, upgrade_run_config
+from vitadapter.detection import build_mask_rcnn
 from vitadapter.run.trained import load_trained
 
 CONVPASS_FIELDS = ("activation", "act_before_conv", "init", "prefix_through_conv", "dropout")
@@ -58,3 +60,11 @@ def test_a_current_checkpoint_is_left_as_written() -> None:
 def test_a_newer_format_is_refused_naming_the_file() -> None:
     with pytest.raises(ValueError, match=f"future.ckpt has checkpoint format {FORMAT_VERSION + 1}, newer"):
         upgrade_run_config({"format_version": FORMAT_VERSION + 1, "config": {}}, "future.ckpt")
+
+
+def test_a_detector_target_from_before_the_detection_package_builds_from_it() -> None:
+    detector = {"_target_": "vitadapter.heads.detectors.build_mask_rcnn", "_partial_": True}
+    meta = {"format_version": FORMAT_VERSION, "config": {"model": {"detector": detector, "adapter": {"name": "none"}}}}
+    upgrade_run_config(meta, "det.ckpt")
+    assert meta["config"]["model"]["detector"]["_target_"] == "vitadapter.detection.build_mask_rcnn"
+    assert get_method(meta["config"]["model"]["detector"]["_target_"]) is build_mask_rcnn

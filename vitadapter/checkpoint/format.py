@@ -22,6 +22,8 @@ FORMAT_VERSION = 2
 # fields and computed: GELU after the conv only, PyTorch's default init, prefix tokens beside the conv, no dropout
 _FORMAT_1_CONVPASS = {"activation": "gelu", "act_before_conv": False, "init": "torch", "prefix_through_conv": False,
                       "dropout": 0.0}
+# `_target_` prefixes of classes that moved: a stored config naming the old place builds from the new one
+_MOVED_TARGETS = {"vitadapter.heads.detectors.": "vitadapter.detection."}
 
 
 def vitadapter_entry(backbone_name: str, backbone_fingerprint: str, run_config: dict[str, Any] | None,
@@ -51,7 +53,8 @@ def upgrade_run_config(meta: dict[str, Any], path: str | Path) -> None:
     rebuilds computes what it computed when it was trained.
 
     Format 1 -> 2: a Convpass config gets the fields of the form it was trained with (see `_FORMAT_1_CONVPASS`);
-    `full`'s `model.adapter.layer_decay` moves to `model.optimizer.layer_decay`.
+    `full`'s `model.adapter.layer_decay` moves to `model.optimizer.layer_decay`. In any format, `_target_`s of
+    classes that moved (`_MOVED_TARGETS`) name their new place.
 
     Args:
         meta: the checkpoint's "vitadapter" entry.
@@ -70,4 +73,18 @@ def upgrade_run_config(meta: dict[str, Any], path: str | Path) -> None:
             log.info("%s: Convpass trained before the authors' form was the default; rebuilt with %s", path, missing)
     if version < 2 and adapter.get("name") == "full" and adapter.get("layer_decay") is not None:
         model.setdefault("optimizer", {})["layer_decay"] = adapter.pop("layer_decay")
+    _rename_moved_targets(model)
     meta["format_version"] = FORMAT_VERSION
+
+
+def _rename_moved_targets(node: Any) -> None:
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        for old, new in _MOVED_TARGETS.items():
+            if isinstance(target, str) and target.startswith(old):
+                node["_target_"] = new + target[len(old):]
+        for value in node.values():
+            _rename_moved_targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            _rename_moved_targets(value)
