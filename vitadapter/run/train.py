@@ -83,4 +83,6 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         csv_file = output_dir / "csv" / "metrics.csv"
         if csv_file.is_file():
             plot_training_curves(csv_file, output_dir / "training_curves.png", metric=cfg.monitor.metric)
+        written = sorted(p.name + "/" * p.is_dir() for p in output_dir.iterdir() if not p.name.startswith("."))
+        log.info("outputs: %s (%s)", output_dir, ", ".join(written))
     return metrics
