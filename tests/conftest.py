@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from tests.helpers import CONFIGS, run_cli, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import TORCH_THREADS, compose_at, run_cli, tiny_det_overrides, tiny_seg_overrides, train_in_process
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", max(1, min(2, os.cpu_count() or 1)))))
+torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +47,10 @@ def seg_demo_run(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) 
 
 @pytest.fixture(scope="session")
 def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Path) -> Path:
-    """A 2-step LoRA demo_seg run of train.py whose B matrices are then set to random values, so merging matters
-    (shared by the merged-timm and the ONNX export tests)."""
+    """A 2-step LoRA demo_seg run (in process) whose B matrices are then set to random values, so merging matters
+    (shared by the merged-timm, the ONNX export, warm-start and multi-task tests)."""
     run_dir = tmp_path_factory.mktemp("lora_run")
-    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=lora",
-            f"hydra.run.dir={run_dir}")
+    train_in_process(run_dir, "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=lora")
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     generator = torch.Generator().manual_seed(0)
     b_keys = [k for k in checkpoint["state_dict"] if ".lora_B." in k]
@@ -70,12 +66,4 @@ def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory, seg_data_root: Pat
 def compose_config() -> Callable[..., DictConfig]:
     """compose_config(config_name, overrides, output_dir) -> the composed config (hydra keys resolved)."""
 
-    def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-        return cfg
-
-    return _compose
+    return compose_at

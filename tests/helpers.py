@@ -1,12 +1,17 @@
-"""Helpers shared by the tests: the config folder, tiny-run overrides and a CLI runner."""
+"""Helpers shared by the tests: the config folder, tiny-run overrides, a CLI runner and the same runs in process."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "vitadapter" / "configs"
@@ -96,25 +101,39 @@ def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn", neck: str |
     ]
 
 
-def _cli_env() -> dict[str, str]:
-    # an explicit OMP_NUM_THREADS wins (e.g. 1 while another job holds the cores: spinning threads slow torch 10x)
-    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+TORCH_THREADS = int(os.environ.get("OMP_NUM_THREADS", "1"))
+"""Torch threads of the test process and of the entry points it starts (the same, so that a run resumed in one
+of them computes bit for bit what the other computes). One: the tiny test models gain nothing from a second
+thread, and while anything else holds a core, spinning threads slow every op tens of times (measured: a training
+step of the ADE20K recipe took 8 s with 2 threads and 0.1 s with 1 on a loaded 2-core machine)."""
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of an entry point started by the tests (an explicit OMP_NUM_THREADS wins)."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(TORCH_THREADS)}
 
 
 def start_cli(script: str, *args: str, out: Path) -> subprocess.Popen:
     """Starts an entry point in a session of its own (its DDP ranks included), stdout and stderr going to `out`;
     stop it with os.killpg(proc.pid, signal)."""
     with open(out, "w") as f:
-        return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=_cli_env(), stdout=f,
+        return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=cli_env(), stdout=f,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run_cli(script: str, *args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Runs an entry point (`train.py`, `eval.py`, ...) as a user would and returns the finished process."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=_cli_env(), capture_output=True, text=True,
-        timeout=timeout,
-    )
+    """Runs an entry point (`train.py`, `eval.py`, ...) as a user would and returns the finished process; past
+    `timeout` seconds it is killed with every process it started (DDP ranks, loader workers)."""
+    argv = [sys.executable, str(ROOT / script), *args]
+    with subprocess.Popen(argv, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as started:
+        try:
+            stdout, stderr = started.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(started.pid, signal.SIGKILL)
+            started.communicate()
+            raise
+    proc = subprocess.CompletedProcess(argv, started.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -145,19 +164,73 @@ def dataset_miou(pairs: list[tuple["np.ndarray", "np.ndarray"]], num_classes: in
     return float(100 * np.mean(intersection[present] / union[present]))
 
 
+def eval_config(ckpt_path: Path, output_dir: Path, *overrides: str, config_name: str = "eval") -> DictConfig:
+    """The config `eval.py ckpt_path=CKPT [overrides]` (or predict.py's) runs with: the checkpoint's own config
+    restored as the entry point restores it, then the overrides."""
+    from vitadapter.run.evaluate import register_restored_config
+
+    register_restored_config([f"ckpt_path={ckpt_path}"])
+    return compose_at(config_name, [f"ckpt_path={ckpt_path}", *overrides], output_dir)
+
+
 def evaluate_in_process(ckpt_path: Path, output_dir: Path, *overrides: str) -> dict:
     """What `eval.py ckpt_path=CKPT [overrides]` computes, run in this process (the checkpoint's own config
     restored as eval.py restores it); returns the metrics it writes to `output_dir/metrics.json`."""
+    from vitadapter.run.evaluate import run_evaluation
+
+    return run_evaluation(eval_config(ckpt_path, output_dir, *overrides))
+
+
+def predict_in_process(ckpt_path: Path, output_dir: Path, *overrides: str) -> list[Path]:
+    """What `predict.py ckpt_path=CKPT [overrides]` draws, run in this process (the checkpoint's own config restored as
+    predict.py restores it); the PNGs it wrote."""
+    from vitadapter.run.predict import run_prediction
+
+    return run_prediction(eval_config(ckpt_path, output_dir, *overrides, config_name="predict"))
+
+
+def compose_at(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `config_name` composed with `overrides` as its entry point composes it, writing to `output_dir`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
-    from vitadapter.run.evaluate import register_restored_config, run_evaluation
-
     GlobalHydra.instance().clear()
-    register_restored_config([f"ckpt_path={ckpt_path}"])
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"ckpt_path={ckpt_path}", *overrides])
+        cfg = compose(config_name=config_name, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-    return run_evaluation(cfg)
+    return cfg
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> dict[str, Any]:
+    """What `train.py [overrides] hydra.run.dir=RUN_DIR` runs, in this process (for tests of what a run computes and
+    writes, not of the command line itself; Hydra's own files, .hydra/ and train.log, are the CLI's); its metrics.
+
+    Hydra's runtime config is set during the run as a Hydra job has it (the experiment chosen names the task)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from vitadapter.run.train import run_training
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+            cfg.paths.output_dir = str(run_dir)
+        return run_training(cfg)
+    finally:
+        HydraConfig.instance().cfg = None  # outside a Hydra job again
+
+
+def run_script(script: str, *args: str) -> None:
+    """`python scripts/SCRIPT.py [args]` in this process: the script's own `main(argv)`."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(list(args))

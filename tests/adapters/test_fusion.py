@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from tests.helpers import run_cli, tiny_seg_overrides
+from tests.helpers import evaluate_in_process, tiny_seg_overrides, train_in_process
 from vitadapter.adapters import BottleneckAdapter
 from vitadapter.adapters.fusion import AdapterFusion, AdapterFusionConfig, FusionSourceError
 from vitadapter.checkpoint import TrainedCheckpoint
@@ -151,22 +151,22 @@ def test_sources_of_another_backbone_placement_or_method_are_refused(
         AdapterFusionConfig(sources=[str(seg)], layers=[0])
 
 
-def test_fusion_trains_and_evaluates_through_the_cli_and_refuses_a_changed_source(
+def test_fusion_trains_and_evaluates_from_its_checkpoint_and_refuses_a_changed_source(
     seg_demo_run: Path, det_demo_run: Path, seg_data_root: Path, tmp_path: Path
 ) -> None:
     sources = [shutil.copy(_ckpt(seg_demo_run), tmp_path / "seg.ckpt"),
                shutil.copy(_ckpt(det_demo_run), tmp_path / "det.ckpt")]
     run = tmp_path / "fusion_run"
-    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=fusion",
-            f"model.adapter.sources=['{sources[0]}','{sources[1]}']", f"hydra.run.dir={run}")
+    # in process, as train.py and eval.py run it
+    train_in_process(run, "experiment=demo_seg", *tiny_seg_overrides(seg_data_root), "model/adapter=fusion",
+                     f"model.adapter.sources=['{sources[0]}','{sources[1]}']")
     trained = json.loads((run / "metrics.json").read_text())
     assert trained["params/trainable_adapter"] == 4 * 2 * 3 * (64 * 64 + 64)  # demo_seg's test_vit: 4 blocks, width 64
     checkpoint = torch.load(_ckpt(run), map_location="cpu", weights_only=False)
     assert [s["path"] for s in checkpoint["vitadapter"]["method_record"]["fusion_sources"]] == [str(s) for s in sources]
     assert not any(".sources." in k for k in checkpoint["state_dict"])
 
-    run_cli("eval.py", f"ckpt_path={_ckpt(run)}", f"hydra.run.dir={tmp_path / 'eval'}")
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    evaluated = evaluate_in_process(_ckpt(run), tmp_path / "eval")
     assert evaluated["val/mIoU"] == pytest.approx(trained["val/mIoU"], abs=1e-9)
 
     _rewrite(sources[1], sources[1], _nudge_an_adapter)

@@ -1,4 +1,5 @@
-"""predict.py draws a detection and a segmentation checkpoint's predictions; bad input names the file."""
+"""predict.py draws a detection and a segmentation checkpoint's predictions (in process here; through predict.py
+in tests/multitask and tests/run/test_installed_commands.py); bad input names the file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import predict_in_process
 from vitadapter.inference.visualize import draw_detections, draw_segmentation
 from vitadapter.run.predict import list_images, read_rgb
 from vitadapter.run.trained import load_trained
@@ -20,8 +21,8 @@ def test_predict_draws_the_detections_validation_computes(det_demo_run: Path, de
                                                           tmp_path: Path) -> None:
     checkpoint = det_demo_run / "checkpoints" / "last.ckpt"
     inputs = sorted((det_data_root / "val2017").glob("*.jpg"))
-    run_cli("predict.py", f"ckpt_path={checkpoint}", f"input={det_data_root / 'val2017'}",
-            f"output={tmp_path / 'drawn'}", "score_threshold=0.0", f"hydra.run.dir={tmp_path / 'run'}")
+    predict_in_process(checkpoint, tmp_path / "run", f"input={det_data_root / 'val2017'}", f"output={tmp_path / 'drawn'}",
+                       "score_threshold=0.0")
     assert sorted(p.stem for p in (tmp_path / "drawn").glob("*.png")) == [p.stem for p in inputs]
     # the validation path: the dataset's loader and transform, the task's predict in original pixels
     datamodule, task = load_trained(checkpoint)
@@ -43,8 +44,8 @@ def test_predict_draws_the_detections_validation_computes(det_demo_run: Path, de
 def test_predict_draws_the_class_map_validation_computes(seg_demo_run: Path, seg_data_root: Path,
                                                          tmp_path: Path) -> None:
     checkpoint = seg_demo_run / "checkpoints" / "last.ckpt"
-    run_cli("predict.py", f"ckpt_path={checkpoint}", f"input={seg_data_root / 'images' / 'validation'}",
-            f"output={tmp_path / 'drawn'}", f"hydra.run.dir={tmp_path / 'run'}")
+    predict_in_process(checkpoint, tmp_path / "run", f"input={seg_data_root / 'images' / 'validation'}",
+                       f"output={tmp_path / 'drawn'}")
     datamodule, task = load_trained(checkpoint)
     datamodule.setup("validate")
     with torch.no_grad():

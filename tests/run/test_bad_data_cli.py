@@ -1,16 +1,19 @@
-"""Bad data through the real entry points: skipped files reported in metrics.json (from loader worker
-processes, for training and validation, by train.py and eval.py), or the run stopped by an error naming the file."""
+"""Bad data in training and evaluation runs: skipped files reported in metrics.json (from loader worker
+processes, for training and validation; in process, and through train.py and eval.py for DDP ranks and COCO
+under -m slow), or the run stopped by an error naming the file."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.helpers import run_cli, tiny_seg_overrides
+from tests.helpers import run_cli, tiny_seg_overrides, train_in_process
+from vitadapter.data.bad_samples import BadSampleError
 from vitadapter.data.resumable_loading import ResumableShardSampler
 from vitadapter.data.synthetic import write_synthetic_ade20k
 
@@ -33,10 +36,12 @@ def bad_seg_root(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "train_image": train_image, "val_label": val_label}
 
 
-def test_skip_mode_lists_bad_training_and_validation_files_in_metrics_json(tmp_path: Path,
-                                                                          bad_seg_root: dict[str, Path]) -> None:
-    run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(bad_seg_root["root"]),
-            "data.skip_bad_samples=true", "data.num_workers=2", f"hydra.run.dir={tmp_path}")
+def test_skip_mode_lists_bad_training_and_validation_files_in_metrics_json(
+    tmp_path: Path, bad_seg_root: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):  # what train.py writes to train.log
+        train_in_process(tmp_path, "experiment=demo_seg", *tiny_seg_overrides(bad_seg_root["root"]),
+                         "data.skip_bad_samples=true", "data.num_workers=2")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     train_image, val_label = str(bad_seg_root["train_image"]), str(bad_seg_root["val_label"])
     assert metrics["data/skipped_train"] == 1 and list(metrics["data/skipped_train_files"]) == [train_image]
@@ -46,7 +51,7 @@ def test_skip_mode_lists_bad_training_and_validation_files_in_metrics_json(tmp_p
         val_label: f"size mismatch: the label is 64x50 (WxH) but its image "
                    f"{bad_seg_root['root']}/images/validation/ADE_val_00000002.jpg is 64x64"}
     assert metrics["val/num_images"] == 2  # of 3: the bad one is reported, not scored
-    log = (tmp_path / "train.log").read_text()
+    log = caplog.text
     assert log.count(f"skipped bad training file {train_image}") == 1
     assert log.count(f"skipped bad validation file {val_label}") == 1  # two validations, one warning
     assert "validation scored 2 image(s) and skipped 1 bad file(s)" in log
@@ -64,12 +69,13 @@ def test_ddp_ranks_gather_their_skipped_files(tmp_path: Path, bad_seg_root: dict
 
 
 def test_error_mode_stops_the_run_naming_the_file_from_a_worker(tmp_path: Path, bad_seg_root: dict[str, Path]) -> None:
-    proc = run_cli("train.py", "experiment=demo_seg", *tiny_seg_overrides(bad_seg_root["root"]),
-                   "data.num_workers=2", f"hydra.run.dir={tmp_path}", check=False)
-    assert proc.returncode != 0
-    assert "BadSampleError: Caught BadSampleError in DataLoader worker process" in proc.stderr
-    assert (f"BadSampleError: bad data file {bad_seg_root['train_image']}: {TRUNCATED}" in proc.stderr
-            and "re-download or remove it; or set data.skip_bad_samples=true" in proc.stderr), proc.stderr[-3000:]
+    with pytest.raises(BadSampleError) as raised:
+        train_in_process(tmp_path, "experiment=demo_seg", *tiny_seg_overrides(bad_seg_root["root"]),
+                         "data.num_workers=2")
+    message = str(raised.value)  # what train.py prints, the worker's traceback included
+    assert message.startswith("Caught BadSampleError in DataLoader worker process")
+    assert (f"BadSampleError: bad data file {bad_seg_root['train_image']}: {TRUNCATED}" in message
+            and "re-download or remove it; or set data.skip_bad_samples=true" in message), message[-3000:]
     assert not (tmp_path / "metrics.json").exists()
 
 

@@ -1,4 +1,5 @@
-"""Detection end to end through train.py and eval.py: run files, checkpoints, reproducible COCO AP, predictions.json."""
+"""Detection end to end (train.py's demo run; eval and coco_det in process, as eval.py and train.py run them): run
+files, checkpoints, reproducible COCO AP, predictions.json."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import evaluate_in_process, last_logged, run_cli, tiny_det_overrides
+from tests.helpers import evaluate_in_process, last_logged, run_cli, tiny_det_overrides, train_in_process
 from vitadapter.metrics import evaluate_results_file
 from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS
 
@@ -44,13 +45,15 @@ def test_checkpoint_holds_no_frozen_weights(det_demo_run: Path) -> None:
 
 
 def test_eval_reproduces_training_and_predictions_json_reproduces_eval(det_demo_run: Path, tmp_path: Path,
-                                                                        det_data_root: Path) -> None:
-    proc = run_cli("eval.py", f"ckpt_path={det_demo_run / 'checkpoints' / 'last.ckpt'}", "eval.save_predictions=true",
-                   f"hydra.run.dir={tmp_path}")
+                                                                        det_data_root: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    # in process (eval.py's command line is tested with the segmentation demo)
+    evaluate_in_process(det_demo_run / "checkpoints" / "last.ckpt", tmp_path, "eval.save_predictions=true")
+    stdout = capsys.readouterr().out
     trained = json.loads((det_demo_run / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     assert {k: evaluated[k] for k in VAL_KEYS} == {k: trained[k] for k in VAL_KEYS}
-    assert "| bbox" in proc.stdout and "AP50" in proc.stdout
+    assert "| bbox" in stdout and "AP50" in stdout
 
     annotations = det_data_root / "annotations" / "instances_val2017.json"
     results_file = tmp_path / "predictions" / "predictions.json"
@@ -69,7 +72,7 @@ def test_eval_reproduces_training_and_predictions_json_reproduces_eval(det_demo_
 
 
 def test_two_step_coco_det_run(tmp_path: Path, det_data_root: Path) -> None:
-    run_cli("train.py", "experiment=coco_det", *tiny_det_overrides(det_data_root), f"hydra.run.dir={tmp_path}")
+    train_in_process(tmp_path, "experiment=coco_det", *tiny_det_overrides(det_data_root))
     trained = json.loads((tmp_path / "metrics.json").read_text())
     _assert_final_figures_were_logged(tmp_path, trained)
     evaluated = evaluate_in_process(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "eval")

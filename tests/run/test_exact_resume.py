@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli, start_cli, tiny_seg_overrides
+from tests.helpers import run_cli, start_cli, tiny_seg_overrides, train_in_process
 from vitadapter.data import ADE20KDataModule
 from vitadapter.data.loaders import train_loader
 
@@ -51,14 +51,23 @@ def _kill_after_step(overrides: list[str], run_dir: Path, step: int, timeout: fl
     return saved
 
 
+def _train(run_dir: Path, trainer: str, *overrides: str) -> None:
+    """A whole run: in this process on one CPU (the process that is killed is train.py's own); DDP ranks are
+    processes that train.py starts, so a ddp_sim run goes through train.py."""
+    if trainer == "cpu":
+        train_in_process(run_dir, *overrides)
+    else:
+        run_cli("train.py", *overrides, f"hydra.run.dir={run_dir}")
+
+
 @pytest.mark.parametrize("trainer", ["cpu", pytest.param("ddp_sim", marks=pytest.mark.slow)])
 def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path: Path, trainer: str) -> None:
     overrides = _overrides(tmp_path / "data", trainer)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run_cli("train.py", *overrides, f"hydra.run.dir={whole}")
+    _train(whole, trainer, *overrides)
     ranks = 2 if trainer == "ddp_sim" else 1
     saved = _kill_after_step(overrides, killed, step=TRAIN_IMAGES // (BATCH * ranks) + 1)  # in the second epoch
-    run_cli("train.py", *overrides, "ckpt_path=last", f"hydra.run.dir={killed}")
+    _train(killed, trainer, *overrides, "ckpt_path=last")
 
     expected, resumed = (_checkpoint(d / "checkpoints" / "last.ckpt") for d in (whole, killed))
     assert resumed["global_step"] == expected["global_step"] == MAX_STEPS

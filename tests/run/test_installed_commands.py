@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from PIL import Image
 
-from tests.helpers import ROOT, tiny_seg_overrides
+from tests.helpers import ROOT, cli_env, tiny_seg_overrides
 
 
 def _command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     executable = shutil.which(name)
     assert executable, f"{name} is not on PATH: install the project (pip install -e .) first"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = cli_env()
     env.pop("PROJECT_ROOT", None)
     proc = subprocess.run([executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

@@ -1,5 +1,5 @@
-"""A representative few PEFT methods end to end through train.py and eval.py (the rest run in-process); train.py's
-refusal to merge."""
+"""A representative few PEFT methods end to end: trained, then evaluated from the checkpoint alone (in process, as
+train.py and eval.py run them; the rest run in-process in tests/tasks); train.py's refusal to merge."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import evaluate_in_process, tiny_det_overrides, tiny_seg_overrides, train_in_process
 from vitadapter.run.train import run_training
 
 
 def _train_then_eval(train_args: list[str], tmp_path: Path, *eval_args: str) -> tuple[dict, dict, dict]:
-    run_cli("train.py", *train_args, f"hydra.run.dir={tmp_path / 'train'}")
+    train_in_process(tmp_path / "train", *train_args)
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    run_cli("eval.py", f"ckpt_path={checkpoint}", *eval_args, f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluate_in_process(checkpoint, tmp_path / "eval", *eval_args)
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     return trained, evaluated, torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -40,8 +40,7 @@ def test_lora_detection_evaluates_merged_and_unmerged_alike(tmp_path: Path, det_
     trained, evaluated, checkpoint = _train_then_eval(args, tmp_path)
     assert evaluated["val/bbox_AP"] == trained["val/bbox_AP"]
     assert any(".lora_B." in k for k in checkpoint["state_dict"])
-    run_cli("eval.py", f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}", "model.adapter.merge=true",
-            f"hydra.run.dir={tmp_path / 'merged'}")
+    evaluate_in_process(tmp_path / "train" / "checkpoints" / "last.ckpt", tmp_path / "merged", "model.adapter.merge=true")
     merged = json.loads((tmp_path / "merged" / "metrics.json").read_text())
     # merged weights compute the same function up to float rounding; the LoRA matrices are gone
     for key in ("val/bbox_AP", "val/bbox_AP50", "val/segm_AP"):

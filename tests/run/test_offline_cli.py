@@ -1,14 +1,15 @@
-"""No network through the real entry point: a missing dataset is reported before the backbone is built, and
-pretrained weights that cannot be had fail within seconds, saying what to do."""
+"""No network: a missing dataset is reported before the backbone is built (in process), and pretrained weights
+that cannot be had fail within seconds through the real entry point, saying what to do."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, tiny_seg_overrides
+from tests.helpers import run_cli, tiny_seg_overrides, train_in_process
 from vitadapter.data.coco_datamodule import COCODataModule
 
 AUGREG = "vit_base_patch16_224.augreg_in21k"
@@ -26,13 +27,18 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_missing_dataset_is_reported_before_the_backbone_is_built(tmp_path: Path, offline: None) -> None:
+def test_missing_dataset_is_reported_before_the_backbone_is_built(tmp_path: Path, offline: None,
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   capfd: pytest.CaptureFixture) -> None:
     missing = tmp_path / "ADEChallengeData2016"
-    proc = run_cli("train.py", "experiment=ade20k_seg", f"data.root={missing}", "model.backbone.pretrained=true",
-                   "trainer=cpu", f"hydra.run.dir={tmp_path / 'run'}", check=False)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "FileNotFoundError: ADE20K" in log and f"{missing}" in log and "Expected layout" in log
+    # in process: a backbone built first would fail to download (PretrainedWeightsUnavailable), not this
+    with caplog.at_level(logging.INFO), pytest.raises(FileNotFoundError) as raised:
+        train_in_process(tmp_path / "run", "experiment=ade20k_seg", f"data.root={missing}",
+                         "model.backbone.pretrained=true", "trainer=cpu")
+    message = str(raised.value)
+    assert message.startswith("ADE20K") and f"{missing}" in message and "Expected layout" in message
+    assert "download_ade20k.sh" in message  # where to get it
+    log = message + caplog.text + "".join(capfd.readouterr())
     for later in ("PretrainedWeightsUnavailable", "Loading pretrained", "huggingface", "Retrying", "RANDOM weights"):
         assert later not in log
 

@@ -1,5 +1,5 @@
-"""Datasets other than ADE20K through the real entry points: `train.py data=NAME data.root=...`, then eval.py
-with eval.save_predictions=true (your own data, and Pascal VOC for a standard dataset's label convention)."""
+"""Datasets other than ADE20K, run in process as `train.py data=NAME data.root=...` and then `eval.py
+eval.save_predictions=true` run them (your own data, and Pascal VOC for a standard dataset's label convention)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tests.datasets.seg_layouts import FOLDER_CLASSES, write_folder_seg, write_pascal_voc
-from tests.helpers import run_cli, tiny_seg_overrides
+from tests.helpers import evaluate_in_process, tiny_seg_overrides, train_in_process
 
 # config -> (fixture writer, class names or count, folder of the validation masks, val split file)
 CASES = {
@@ -26,7 +26,7 @@ def test_trains_evaluates_and_writes_the_datasets_label_values(name: str, tmp_pa
     write, classes, mask_dir, split_file = CASES[name]
     root = write(tmp_path / "data")
     run_dir = tmp_path / "train"
-    run_cli("train.py", f"data={name}", *tiny_seg_overrides(root, synthetic=False), f"hydra.run.dir={run_dir}")
+    train_in_process(run_dir, f"data={name}", *tiny_seg_overrides(root, synthetic=False))
     trained = json.loads((run_dir / "metrics.json").read_text())
     per_class = {k for k in trained if k.startswith("val/IoU/")}
     num_classes = classes if isinstance(classes, int) else len(classes)
@@ -38,8 +38,7 @@ def test_trains_evaluates_and_writes_the_datasets_label_values(name: str, tmp_pa
         assert data["class_names"] == classes and data["palette"] == [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
 
     out = tmp_path / "eval"
-    run_cli("eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "eval.save_predictions=true",
-            f"hydra.run.dir={out}")
+    evaluate_in_process(run_dir / "checkpoints" / "last.ckpt", out, "eval.save_predictions=true")
     evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["val/mIoU"] == pytest.approx(trained["val/mIoU"], abs=1e-4)
     stems = ((root / split_file).read_text().split() if split_file else

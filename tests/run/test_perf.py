@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import run_cli, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import tiny_det_overrides, tiny_seg_overrides, train_in_process
 from vitadapter.cost.inference_cost import configured_inference, inference_ms_per_image, median_ms_per_image
 from vitadapter.cost.training_cost import CUDA_KIND, ESTIMATE_KIND, MIB, TrainingCost, median_after_warmup
 from vitadapter.inference import tta_inference
@@ -225,9 +225,8 @@ def test_training_run_writes_its_cost(tmp_path: Path, seg_data_root: Path) -> No
     # 4 steps: 1 warm-up and 2 timed, the 4th neither; validation only at the end
     overrides = [o for o in tiny_seg_overrides(seg_data_root) if not o.startswith(("trainer.max_steps",
                                                                                     "trainer.val_check_interval"))]
-    run_cli("train.py", "experiment=demo_seg", *overrides, "trainer.max_steps=4", "trainer.val_check_interval=4",
-            "callbacks.training_cost.warmup_steps=1", "callbacks.training_cost.timed_steps=2",
-            f"hydra.run.dir={tmp_path}")
+    train_in_process(tmp_path, "experiment=demo_seg", *overrides, "trainer.max_steps=4", "trainer.val_check_interval=4",
+                     "callbacks.training_cost.warmup_steps=1", "callbacks.training_cost.timed_steps=2")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert all(isinstance(metrics[key], float) for key in PERF_KEYS)
     assert metrics["perf/train_steps_timed"] == 2

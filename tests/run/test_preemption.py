@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import lightning as L
 import pytest
 import torch
 
-from tests.helpers import run_cli, start_cli, tiny_seg_overrides
+from tests.helpers import start_cli, tiny_seg_overrides, train_in_process
 from vitadapter.callbacks.preemption import Preemption
-from vitadapter.run.train import run_training
 
 MAX_STEPS = 10000
 READY_LINE = "after the current step and stop"  # logged by Preemption once its handlers are installed
@@ -86,8 +84,7 @@ def _stopped_step(run_dir: Path) -> int:
     return step
 
 
-def test_sigterm_saves_last_checkpoint_exits_zero_and_resumes(tmp_path: Path, seg_data_root: Path,
-                                                              compose_config) -> None:
+def test_sigterm_saves_last_checkpoint_exits_zero_and_resumes(tmp_path: Path, seg_data_root: Path) -> None:
     run_dir = tmp_path / "run"
     proc, out = _start_train(run_dir, seg_data_root)
     _wait_for_training(proc, out)
@@ -102,9 +99,9 @@ def test_sigterm_saves_last_checkpoint_exits_zero_and_resumes(tmp_path: Path, se
 
     resumed = tmp_path / "resumed"
     overrides = _overrides(seg_data_root, step + 2)
-    run_cli("train.py", *overrides, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
-    # the same run without the interruption, in this process: the resumed run ends with its weights and figures
-    run_training(compose_config("train", overrides, tmp_path / "whole"))
+    train_in_process(resumed, *overrides, f"ckpt_path={last}")  # resumed in this process, as train.py resumes
+    # the same run without the interruption: the resumed run ends with its weights and figures
+    train_in_process(tmp_path / "whole", *overrides)
     expected, checkpoint = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
                             for d in (tmp_path / "whole", resumed))
     assert checkpoint["global_step"] == expected["global_step"] == step + 2

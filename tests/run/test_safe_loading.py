@@ -4,6 +4,8 @@ file, before any of its code runs; genuine checkpoints read the same through the
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ import lightning as L
 import pytest
 import torch
 
-from tests.helpers import ROOT, run_cli, tiny_seg_overrides
+from tests.helpers import ROOT, tiny_seg_overrides
+from vitadapter import cli
 from vitadapter.adapters.fusion import load_source as load_fusion_source
 from vitadapter.checkpoint import TrainedCheckpoint, UnsafeCheckpointError, load_checkpoint_file
 from vitadapter.export import export_merged
@@ -115,12 +118,18 @@ def test_merge_script_reports_the_refusal(crafted: tuple[Path, Path], tmp_path: 
     assert not (tmp_path / "merged.ckpt").exists()
 
 
-def test_eval_cli_refuses_a_crafted_checkpoint(crafted: tuple[Path, Path], tmp_path: Path) -> None:
+def test_eval_cli_refuses_a_crafted_checkpoint(crafted: tuple[Path, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval.py's own function (vitadapter.cli.evaluate) with its command line, in this process: refused before
+    Hydra composes anything."""
     path, marker = crafted
-    proc = run_cli("eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path}", check=False)
-    assert proc.returncode != 0
-    assert f"UnsafeCheckpointError: {path} was not loaded because unpickling it could run code" in proc.stderr
+    monkeypatch.setenv("PROJECT_ROOT", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(UnsafeCheckpointError, match=rf"^{re.escape(str(path))} was not loaded because unpickling it "
+                                                    "could run code"):
+        cli.evaluate()
     assert not marker.exists()
+    assert not (tmp_path / ".hydra").exists()
 
 
 def test_the_crafted_payload_does_run_when_unpickled_without_restriction(seg_demo_run: Path, tmp_path: Path) -> None:

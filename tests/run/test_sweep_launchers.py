@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import run_cli, tiny_seg_overrides
+from tests.helpers import run_cli, tiny_seg_overrides, train_in_process
 
 
 def test_submitit_local_sweep_runs_each_point_as_a_plain_run_would(tmp_path: Path, seg_data_root: Path) -> None:
@@ -18,8 +18,7 @@ def test_submitit_local_sweep_runs_each_point_as_a_plain_run_would(tmp_path: Pat
     swept = [json.loads((tmp_path / "sweep" / job / "metrics.json").read_text()) for job in ("0", "1")]
     assert swept[0]["params/trainable"] < swept[1]["params/trainable"]
 
-    run_cli("train.py", *overrides, "model.adapter.bottleneck_dim=4", f"hydra.run.dir={tmp_path / 'plain'}")
-    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    plain = train_in_process(tmp_path / "plain", *overrides, "model.adapter.bottleneck_dim=4")  # as train.py runs it
     assert swept[0]["val/mIoU"] == plain["val/mIoU"] and swept[0]["params/trainable"] == plain["params/trainable"]
 
 

@@ -1,4 +1,4 @@
-"""train.py on data where whole batches are unlabelled (ADE20K, folder_seg) or hold no object (COCO, Mask R-CNN):
+"""Training runs (in process, as train.py runs them) on data where whole batches are unlabelled (ADE20K, folder_seg) or hold no object (COCO, Mask R-CNN):
 the runs finish, the unlabelled batches log a loss of exactly 0, and the final metrics are finite numbers that a
 re-evaluation of the last checkpoint reproduces."""
 
@@ -15,7 +15,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tests.helpers import run_cli, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import tiny_det_overrides, tiny_seg_overrides, train_in_process
 from tests.unlabelled_data import write_coco_with_empty_images, write_sparse_ade20k, write_sparse_folder_seg
 from vitadapter.run.trained import load_trained
 
@@ -54,7 +54,7 @@ def test_segmentation_trains_through_unlabelled_batches(data: str, tmp_path: Pat
         root = write_sparse_folder_seg(tmp_path / "my_data")
         choice = "data=folder_seg"
     overrides = _replaced(tiny_seg_overrides(root, synthetic=False), "data.crop_size=128", *SHORT_RUN)
-    run_cli("train.py", choice, *overrides, f"hydra.run.dir={run_dir}")
+    train_in_process(run_dir, choice, *overrides)
     losses = _logged_losses(run_dir)
     assert len(losses) == 3 and 0.0 in losses and all(math.isfinite(v) for v in losses)
     trained = json.loads((run_dir / "metrics.json").read_text())
@@ -93,7 +93,7 @@ def test_mask_rcnn_trains_and_evaluates_with_images_without_objects(tmp_path: Pa
     run_dir = tmp_path / "run"
     overrides = _replaced(tiny_det_overrides(root, "mask_rcnn_light"), "data.synthetic=null",
                           "data.skip_empty_train=false", *SHORT_RUN)
-    run_cli("train.py", "experiment=demo_det", *overrides, f"hydra.run.dir={run_dir}")
+    train_in_process(run_dir, "experiment=demo_det", *overrides)
     losses = _logged_losses(run_dir)
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     trained = json.loads((run_dir / "metrics.json").read_text())

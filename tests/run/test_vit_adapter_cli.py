@@ -1,5 +1,6 @@
-"""ViT-Adapter end to end through train.py and eval.py, for segmentation and detection: eval from the
-checkpoint alone reproduces training, and the checkpoint holds the neck but never the frozen ViT."""
+"""ViT-Adapter end to end (trained, then evaluated, in process as train.py and eval.py run them), for segmentation
+and detection: eval from the checkpoint alone reproduces training, and the checkpoint holds the neck but never
+the frozen ViT."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import evaluate_in_process, tiny_det_overrides, tiny_seg_overrides, train_in_process
 
 
 def _train_then_eval(train_args: list[str], tmp_path: Path) -> tuple[dict, dict, dict]:
-    run_cli("train.py", *train_args, f"hydra.run.dir={tmp_path / 'train'}")
+    train_in_process(tmp_path / "train", *train_args)
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    run_cli("eval.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluate_in_process(checkpoint, tmp_path / "eval")
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     return trained, evaluated, torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]

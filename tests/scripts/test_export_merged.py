@@ -8,15 +8,16 @@ import pytest
 import timm
 import torch
 
-from tests.helpers import run_cli, tiny_seg_overrides
+from tests.helpers import run_script, tiny_seg_overrides
 from vitadapter.export import load_trained_task, merged_vit_state_dict, save_state_dict
 from vitadapter.run.build import build_datamodule_and_task
 
 
-def test_exported_file_loads_in_timm_and_reproduces_the_trained_encoder(lora_checkpoint: Path, tmp_path: Path) -> None:
+def test_exported_file_loads_in_timm_and_reproduces_the_trained_encoder(lora_checkpoint: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
     output = tmp_path / "vit_lora_merged.safetensors"
-    proc = run_cli("scripts/export_merged.py", f"ckpt_path={lora_checkpoint}", f"output={output}")
-    assert output.is_file() and "timm.create_model('test_vit', pretrained=True, num_classes=0" in proc.stdout
+    run_script("scripts/export_merged.py", f"ckpt_path={lora_checkpoint}", f"output={output}")
+    assert output.is_file() and "timm.create_model('test_vit', pretrained=True, num_classes=0" in capsys.readouterr().out
 
     task = load_trained_task(lora_checkpoint)
     encoder = task.encoder

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import run_cli, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import run_script, tiny_det_overrides, tiny_seg_overrides
 from vitadapter.export import load_trained_task
 from vitadapter.export.onnx_export import (
     AveragingAdaptivePool2d,
@@ -33,11 +33,12 @@ def _images(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-def test_cli_export_of_a_merged_lora_checkpoint_matches_pytorch(lora_checkpoint: Path, tmp_path: Path) -> None:
+def test_cli_export_of_a_merged_lora_checkpoint_matches_pytorch(lora_checkpoint: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
     """The exported graph (LoRA merged) gives the trained, unmerged model's logits at several sizes and batches."""
     output = tmp_path / "model.onnx"
-    proc = run_cli("scripts/export_onnx.py", f"ckpt_path={lora_checkpoint}", f"output={output}")
-    assert output.is_file() and "onnxruntime vs PyTorch at 2x3x384x640" in proc.stdout
+    run_script("scripts/export_onnx.py", f"ckpt_path={lora_checkpoint}", f"output={output}")  # the script's main()
+    assert output.is_file() and "onnxruntime vs PyTorch at 2x3x384x640" in capsys.readouterr().out
 
     model = onnx.load(str(output))
     meta = {p.key: p.value for p in model.metadata_props}

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from tests.helpers import CONFIGS, ROOT, run_cli, tiny_seg_overrides
+from tests.helpers import CONFIGS, ROOT, evaluate_in_process, run_script, tiny_seg_overrides
 from vitadapter.checkpoint import classify_key
 from vitadapter.export import load_trained_task
 from vitadapter.multitask.merging import MergeError, lora_scaling, merge_checkpoints, save_merged
@@ -191,19 +191,20 @@ def test_head_from_must_be_one_of_the_checkpoints(checkpoints: dict[str, list[Pa
         merge_checkpoints(paths, head_from=2)
 
 
-def test_cli_merge_of_a_checkpoint_with_itself_evaluates_as_the_original(seg_demo_run: Path, tmp_path: Path) -> None:
-    """Convpass at 0.5/0.5 with itself: the same tensors bit for bit, so eval.py gives the training run's figures."""
+def test_cli_merge_of_a_checkpoint_with_itself_evaluates_as_the_original(seg_demo_run: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """Convpass at 0.5/0.5 with itself: the same tensors bit for bit, so eval.py gives the training run's figures
+    (the script's main() and the evaluation run in this process)."""
     checkpoint, output = seg_demo_run / "checkpoints" / "last.ckpt", tmp_path / "merged.ckpt"
-    proc = run_cli("scripts/merge_adapters.py", "--out", str(output), str(checkpoint), str(checkpoint),
-                   "--weights", "0.5", "0.5", "--head-from", "1")
-    assert "weighted mean of the convpass tensors of last.ckpt x 0.5, last.ckpt x 0.5" in proc.stdout
+    run_script("scripts/merge_adapters.py", "--out", str(output), str(checkpoint), str(checkpoint),
+               "--weights", "0.5", "0.5", "--head-from", "1")
+    assert "weighted mean of the convpass tensors of last.ckpt x 0.5, last.ckpt x 0.5" in capsys.readouterr().out
     original, merged = load(checkpoint), load(output)
     assert all(torch.equal(merged["state_dict"][k], v) for k, v in original["state_dict"].items())
     assert not DROPPED & set(merged)
 
-    run_cli("eval.py", f"ckpt_path={output}", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = evaluate_in_process(output, tmp_path / "eval")
     trained = json.loads((seg_demo_run / "metrics.json").read_text())
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("val/mIoU", "val/aAcc", "val/mAcc"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-9)
 
