@@ -234,3 +234,15 @@ def run_script(script: str, *args: str) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(list(args))
+
+
+def pycocotools_bbox_ap(ground_truth: "COCO", results: list[dict]) -> float:
+    """Box AP in percent of COCO-format `results` against `ground_truth`, scored by pycocotools directly (an
+    independent reference for vitadapter's COCOEvaluator)."""
+    from pycocotools.cocoeval import COCOeval
+
+    evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    return float(evaluation.stats[0]) * 100

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
+from tests.helpers import pycocotools_bbox_ap
 from tests.unlabelled_data import write_coco_with_empty_images
 from vitadapter.metrics.coco import COCOEvaluator
 
@@ -51,11 +51,7 @@ def _pycocotools(gt: COCO, detections: dict[int, dict[str, torch.Tensor]]) -> fl
     results = [{"image_id": i, "category_id": category[int(k)], "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)}
                for i, d in detections.items()
                for (x0, y0, x1, y1), s, k in zip(d["boxes"].tolist(), d["scores"], d["labels"])]
-    evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
-    evaluation.evaluate()
-    evaluation.accumulate()
-    evaluation.summarize()
-    return float(evaluation.stats[0]) * 100
+    return pycocotools_bbox_ap(gt, results)
 
 
 def test_images_without_objects_count_their_false_positives_as_pycocotools_does(annotation_file: Path) -> None:

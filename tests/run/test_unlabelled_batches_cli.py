@@ -13,9 +13,8 @@ import lightning as L
 import pytest
 import torch
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from tests.helpers import tiny_det_overrides, tiny_seg_overrides, train_in_process
+from tests.helpers import pycocotools_bbox_ap, tiny_det_overrides, tiny_seg_overrides, train_in_process
 from tests.unlabelled_data import write_coco_with_empty_images, write_sparse_ade20k, write_sparse_folder_seg
 from vitadapter.run.trained import load_trained
 
@@ -79,12 +78,7 @@ def _pycocotools_bbox_ap(run_dir: Path, annotation_file: Path) -> float:
                     results.append({"image_id": image_id, "category_id": datamodule.contiguous_to_category_id[label],
                                     "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
     assert results, "the trained detector detects nothing: pycocotools' loadRes cannot score an empty list"
-    ground_truth = COCO(str(annotation_file))
-    evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
-    evaluation.evaluate()
-    evaluation.accumulate()
-    evaluation.summarize()
-    return float(evaluation.stats[0]) * 100
+    return pycocotools_bbox_ap(COCO(str(annotation_file)), results)
 
 
 def test_mask_rcnn_trains_and_evaluates_with_images_without_objects(tmp_path: Path) -> None:
