@@ -2,7 +2,8 @@
 
 Each pass rescales the image, runs :func:`segment` ("whole" or "slide"), un-flips the logits if the
 image was flipped, resizes them to the output size and converts them to probabilities; the
-probabilities of all passes are averaged.
+probabilities of all passes are averaged. Dense regression (depth) averages the raw outputs instead
+(``softmax=False``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def tta_inference(
     flip: bool = False,
     *,
     window_batch: int | None = 4,
+    softmax: bool = True,
 ) -> Tensor:
     """Average class probabilities over rescaled (and optionally flipped) copies of the image.
 
@@ -44,9 +46,11 @@ def tta_inference(
         scales: Image scale factors (ratios of the input size); ``(1.0,)`` means no rescaling.
         flip: Also run every scale on the horizontally flipped image.
         window_batch: Windows per forward call for ``"slide"``.
+        softmax: Average softmax probabilities (classes); False averages the outputs as they are (depth).
 
     Returns:
-        B x K x H_out x W_out averaged softmax probabilities (argmax over dim 1 gives the labels).
+        B x K x H_out x W_out averaged softmax probabilities (argmax over dim 1 gives the labels), or
+        averaged outputs without ``softmax``.
     """
     if not scales:
         raise ValueError("scales must contain at least one scale factor")
@@ -65,7 +69,7 @@ def tta_inference(
                 logits = logits.flip(-1)
             logits = resize_bilinear(logits, out_size)
             dtype = torch.promote_types(logits.dtype, torch.float32)
-            probs = F.softmax(logits, dim=1, dtype=dtype)
+            probs = F.softmax(logits, dim=1, dtype=dtype) if softmax else logits.to(dtype)
             prob_sum = probs if prob_sum is None else prob_sum + probs
             passes += 1
     assert prob_sum is not None

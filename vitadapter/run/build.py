@@ -51,7 +51,8 @@ def build_datamodule_and_task(
     if "task_name" in cfg.model and cfg.model.task_name is None:
         with open_dict(cfg):
             cfg.model.task_name = default_task_name()
-    task = instantiate(cfg.model, class_names=datamodule.class_names)
+    # depth datasets have no classes
+    task = instantiate(cfg.model, class_names=getattr(datamodule, "class_names", None))
     if cfg.data.get("mean") is None or cfg.data.get("std") is None:
         datamodule.set_normalization(task.backbone.mean, task.backbone.std)
     task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in RUN_CONFIG_KEYS if key in cfg}
