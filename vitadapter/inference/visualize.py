@@ -1,4 +1,8 @@
-"""Drawing predictions on images: detections (boxes, masks, class names) and segmentation class maps."""
+"""Drawing predictions on images: detections (boxes, masks, class names), segmentation class maps and depth maps.
+
+Depth is coloured with matplotlib's viridis over the task's depth range (see `colorize_depth`), beside a colour
+bar in metres (`add_depth_colorbar`).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,23 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+PANEL_GAP = 4  # white columns between the panels of a picture
 _LEGEND_ROW = 18  # pixels per legend entry
 _LEGEND_SWATCH = 12
+
+
+def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """H×W×3 uint8 panels of one height in a row, `PANEL_GAP` white columns apart."""
+    gap = np.full((panels[0].shape[0], PANEL_GAP, 3), 255, dtype=np.uint8)
+    row = [panels[0]]
+    for panel in panels[1:]:
+        row += [gap, panel]
+    return np.concatenate(row, axis=1)
 
 
 def class_palette(num_classes: int) -> list[tuple[int, int, int]]:
@@ -163,3 +178,108 @@ def draw_segmentation(
     """
     overlay = blend_class_map(image, class_map, len(class_names), alpha, palette=palette)
     return add_legend(overlay, classes_by_area(class_map), class_names, palette)
+
+
+DEPTH_COLORMAP = "viridis"
+"""Perceptually uniform (equal steps in depth look like equal steps in colour) and readable with colour-blindness;
+unlike magma or inferno it starts at dark purple rather than black, so invalid pixels (black) stay apart from the
+nearest depths."""
+INVALID_DEPTH_COLOR = (0, 0, 0)  # ground-truth pixels without a depth (0 in the dataset's files)
+COLORBAR_GAP = 6  # white columns between a picture and its colour bar
+COLORBAR_WIDTH = 16
+_COLORBAR_TICKS = 5
+
+
+def depth_colors(colormap: str = DEPTH_COLORMAP, levels: int = 256) -> np.ndarray:
+    """The colour map sampled at `levels` evenly spaced points: levels×3 uint8 RGB, nearest depth first."""
+    rgba = colormaps[colormap](np.linspace(0.0, 1.0, levels))
+    return (rgba[:, :3] * 255 + 0.5).astype(np.uint8)
+
+
+def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float,
+                   colormap: str = DEPTH_COLORMAP) -> np.ndarray:
+    """Colours a depth map on a fixed scale: `min_depth` -> the colour map's first colour, `max_depth` -> its last.
+
+    Depths outside the range take the end colours; pixels without a depth (0, negative or not finite: a
+    ground truth's invalid pixels) are `INVALID_DEPTH_COLOR`.
+
+    Args:
+        depth: H×W depths in metres.
+        min_depth: the depth of the first colour.
+        max_depth: the depth of the last colour.
+        colormap: a matplotlib colour map name.
+
+    Returns:
+        H×W×3 uint8 RGB.
+    """
+    if not max_depth > min_depth:
+        raise ValueError(f"need min_depth < max_depth to colour depths, got {min_depth} and {max_depth}")
+    depth = np.asarray(depth, dtype=np.float64)
+    colors = depth_colors(colormap)
+    valid = np.isfinite(depth) & (depth > 0)
+    position = np.clip((np.where(valid, depth, min_depth) - min_depth) / (max_depth - min_depth), 0.0, 1.0)
+    picture = colors[np.rint(position * (len(colors) - 1)).astype(np.int64)]
+    picture[~valid] = INVALID_DEPTH_COLOR
+    return picture
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:.3g} m"
+
+
+def add_depth_colorbar(picture: np.ndarray, min_depth: float, max_depth: float,
+                       colormap: str = DEPTH_COLORMAP) -> Image.Image:
+    """Adds to the right of `picture` a vertical colour bar of `colorize_depth`'s scale, labelled in metres.
+
+    The bar starts `COLORBAR_GAP` columns right of the picture and is `COLORBAR_WIDTH` wide: `max_depth`'s colour
+    at its top, `min_depth`'s at its bottom, with up to five evenly spaced ticks (two on short pictures).
+
+    Args:
+        picture: H×W×3 uint8 RGB.
+        min_depth: the depth of the colour map's first colour (metres).
+        max_depth: the depth of its last colour.
+        colormap: a matplotlib colour map name.
+
+    Returns:
+        The picture with the colour bar, as tall as the picture.
+    """
+    height, width = picture.shape[:2]
+    font = ImageFont.load_default()
+    margin = min(6, height // 4)  # room for the end labels, which are centred on the bar's ends
+    bar_height = max(height - 2 * margin, 2)
+    ticks = max(2, min(_COLORBAR_TICKS, bar_height // 16 + 1))
+    values = np.linspace(max_depth, min_depth, ticks)
+    text_width = max(int(font.getlength(_tick_label(v))) for v in values)
+    x0 = width + COLORBAR_GAP
+    canvas = Image.new("RGB", (x0 + COLORBAR_WIDTH + 4 + text_width + 6, max(height, bar_height)), (255, 255, 255))
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    colors = depth_colors(colormap)
+    rows = np.rint(np.linspace(len(colors) - 1, 0, bar_height)).astype(np.int64)  # top: the farthest
+    bar = np.repeat(colors[rows][:, None], COLORBAR_WIDTH, axis=1)
+    canvas.paste(Image.fromarray(bar), (x0, margin))
+    draw = ImageDraw.Draw(canvas)
+    for value, y in zip(values, np.rint(np.linspace(margin, margin + bar_height - 1, ticks))):
+        x = x0 + COLORBAR_WIDTH
+        draw.line([(x, int(y)), (x + 2, int(y))], fill=(0, 0, 0))
+        draw.text((x + 4, int(y)), _tick_label(value), fill=(0, 0, 0), font=font, anchor="lm")
+    return canvas
+
+
+def draw_depth(image: np.ndarray, depth: np.ndarray, min_depth: float, max_depth: float,
+               colormap: str = DEPTH_COLORMAP) -> Image.Image:
+    """The image beside its coloured depth map (`colorize_depth`) and the colour bar in metres.
+
+    Args:
+        image: H×W×3 uint8 RGB.
+        depth: H×W depths in metres.
+        min_depth: the depth of the colour map's first colour (predict.py: the task's range).
+        max_depth: the depth of its last colour.
+        colormap: a matplotlib colour map name.
+
+    Returns:
+        image | `PANEL_GAP` white columns | coloured depth | colour bar.
+    """
+    if depth.shape != image.shape[:2]:
+        raise ValueError(f"depth map {depth.shape} and image {image.shape[:2]} differ in size")
+    panels = side_by_side([image, colorize_depth(depth, min_depth, max_depth, colormap)])
+    return add_depth_colorbar(panels, min_depth, max_depth, colormap)

@@ -1,4 +1,5 @@
-"""Prediction overlays: one picture per image with the image, its ground truth and the prediction side by side.
+"""Prediction overlays: one picture per image with the image, its ground truth and the prediction side by side
+(segmentation, detection, depth).
 
 The inputs are what validation has at hand: the datamodule's normalised (and resized) image, the
 ground truth and the task's prediction. The picture is drawn at the original image's size, scaled down
@@ -15,11 +16,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from vitadapter.inference.visualize import add_legend, blend_class_map, classes_by_area, draw_detections
-
-PANEL_GAP = 4  # white columns between the panels
-
-
+from vitadapter.inference.visualize import (
+    PANEL_GAP,
+    add_depth_colorbar,
+    add_legend,
+    blend_class_map,
+    classes_by_area,
+    colorize_depth,
+    draw_detections,
+    side_by_side,
+)
 
 def display_size(height: int, width: int, max_size: int) -> tuple[tuple[int, int], float]:
     """The drawing size of an image: the original, scaled down to a longer side of `max_size`.
@@ -53,15 +59,6 @@ def denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float], size
     if tuple(pixels.shape[-2:]) != tuple(size):
         pixels = F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False)[0]
     return (pixels.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
-    """H×W×3 uint8 panels of one height in a row, `PANEL_GAP` white columns apart."""
-    gap = np.full((panels[0].shape[0], PANEL_GAP, 3), 255, dtype=np.uint8)
-    row = [panels[0]]
-    for panel in panels[1:]:
-        row += [gap, panel]
-    return np.concatenate(row, axis=1)
 
 
 def _resize_nearest(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -159,3 +156,40 @@ def detection_overlay(
     shown_predictions = {key: value[shown] for key, value in prediction.items() if value is not None}
     predicted = draw_detections(rgb, _scaled(shown_predictions, factor, size), class_names, score_threshold, alpha)
     return Image.fromarray(side_by_side([rgb, truth, predicted]))
+
+
+def depth_overlay(
+    image: Tensor,
+    depth: Tensor,
+    prediction: Tensor,
+    min_depth: float,
+    max_depth: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    max_size: int = 512,
+) -> Image.Image:
+    """Image | ground-truth depth | predicted depth on one colour scale (the task's range), then its colour bar.
+
+    Args:
+        image: 3×h×w normalised image (h×w may differ from the ground truth's size).
+        depth: H×W ground-truth depths in metres at the original size; 0 (no depth) is drawn black.
+        prediction: H×W predicted depths in metres at the original size.
+        min_depth: the depth of the colour map's first colour (the task's `min_depth`).
+        max_depth: the depth of its last colour (the task's `max_depth`).
+        mean: normalisation mean (0..1 units).
+        std: normalisation std (0..1 units).
+        max_size: longest side of each panel.
+
+    Returns:
+        The picture: three panels of the display size (see `display_size`, `side_by_side`), then the colour bar
+        (`add_depth_colorbar`).
+    """
+    size, _ = display_size(*depth.shape[-2:], max_size)
+    rgb = denormalize(image, mean, std, size)
+    # nearest for the ground truth, so that no invalid 0 is averaged into a depth; bilinear for the prediction
+    truth = _resize_nearest(depth.detach().float().cpu(), size).numpy()
+    predicted = prediction.detach().float().cpu()
+    if tuple(predicted.shape[-2:]) != tuple(size):
+        predicted = F.interpolate(predicted[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    panels = [rgb, colorize_depth(truth, min_depth, max_depth), colorize_depth(predicted.numpy(), min_depth, max_depth)]
+    return add_depth_colorbar(side_by_side(panels), min_depth, max_depth)

@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 from PIL import Image
 
-from vitadapter.overlays.draw import detection_overlay, segmentation_overlay
+from vitadapter.overlays.draw import depth_overlay, detection_overlay, segmentation_overlay
 from vitadapter.run.trackers import log_pictures
 
 
@@ -23,7 +23,9 @@ class PredictionOverlays(L.Callback):
 
     Segmentation: the image, the ground-truth classes and the predicted classes blended over it, and a
     legend of the classes in either; detection: the image, the ground-truth boxes and the detections
-    scoring at least `score_threshold` (boxes, masks, "class score"). Each validation writes
+    scoring at least `score_threshold` (boxes, masks, "class score"); depth: the image, the ground-truth and
+    the predicted depths coloured on the task's depth range (pixels without ground truth black), and a colour
+    bar in metres. Each validation writes
     `output_dir/step_<global step>/<image name>.png` and logs the pictures under `tag`
     (`vitadapter.run.trackers.log_pictures`). The validation loader is not shuffled, so the images are
     the same at every validation. Under DDP rank 0 draws the first images *it* validates (with
@@ -71,6 +73,11 @@ class PredictionOverlays(L.Callback):
         # the datamodule normalised the images (with the backbone's statistics unless data.mean/std are set)
         normalisation = trainer.datamodule if trainer.datamodule is not None else pl_module.backbone
         mean, std = normalisation.mean, normalisation.std
+        if "depth" in batch:  # depth: lists of images, depths (metres, 0 invalid), names; outputs["preds"] in metres
+            for image, depth, pred, name in zip(batch["image"], batch["depth"], outputs["preds"], batch["name"]):
+                yield str(name), depth_overlay(image, depth, pred, pl_module.min_depth, pl_module.max_depth, mean, std,
+                                               self.max_size)
+            return
         common = {"class_names": pl_module.class_names, "mean": mean, "std": std, "alpha": self.alpha,
                   "max_size": self.max_size}
         if "mask" in batch:  # segmentation: lists of images, masks, names; outputs["preds"] one map per image
@@ -85,9 +92,9 @@ class PredictionOverlays(L.Callback):
                 yield f"image_{image_id}", detection_overlay(image, target, prediction, scale, orig_size,
                                                              score_threshold=self.score_threshold, **common)
         else:
-            raise TypeError(f"PredictionOverlays draws segmentation batches (image, mask, name) and detection batches "
-                            f"(images, targets, ...), not one with keys {sorted(batch)}; set "
-                            "callbacks.prediction_overlays=null to turn it off")
+            raise TypeError(f"PredictionOverlays draws segmentation batches (image, mask, name), depth batches (image, "
+                            f"depth, name) and detection batches (images, targets, ...), not one with keys "
+                            f"{sorted(batch)}; set callbacks.prediction_overlays=null to turn it off")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active(trainer) or not self.pictures:
