@@ -1,4 +1,4 @@
-"""Evaluation metrics: dataset-level segmentation mIoU/aAcc/mAcc."""
+"""Evaluation metrics: dataset-level segmentation mIoU/aAcc/mAcc, COCO AP, per-image depth metrics."""
 
 from vitadapter.metrics.segmentation import (
     LabelRangeError,
@@ -18,3 +18,8 @@ __all__ = [
 from vitadapter.metrics.coco import COCOEvaluator, evaluate_results_file  # noqa: E402
 
 __all__ += ["COCOEvaluator", "evaluate_results_file"]
+
+# monocular depth: AbsRel, RMSE, delta < 1.25, ... per image, averaged over images
+from vitadapter.metrics.depth import DepthMetrics, flatten_depth_results, format_depth_table  # noqa: E402
+
+__all__ += ["DepthMetrics", "flatten_depth_results", "format_depth_table"]
