@@ -1,5 +1,6 @@
 """LightningModules that compose backbone, adapters, neck and head."""
 
+from vitadapter.tasks.depth import DepthTask
 from vitadapter.tasks.detection import DetectionTask
 from vitadapter.tasks.frozen_checkpoint import BackboneMismatchError, FrozenBackboneCheckpointing
 from vitadapter.tasks.lr_schedules import warmup_cosine_schedule, warmup_poly_schedule, warmup_step_schedule
@@ -8,6 +9,7 @@ from vitadapter.tasks.segmentation import SegmentationTask
 
 __all__ = [
     "BackboneMismatchError",
+    "DepthTask",
     "DetectionTask",
     "FrozenBackboneCheckpointing",
     "SegmentationTask",
