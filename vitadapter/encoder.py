@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,21 @@ from torch.utils.checkpoint import checkpoint
 from vitadapter.adapters.base import MethodConfig, SpatialAdapter
 from vitadapter.backbone import ViTBackbone
 from vitadapter.backbone.families import Tokens
-from vitadapter.necks import InterleavedNeck, Neck
+from vitadapter.necks import InterleavedNeck, Neck, TokensNeck
+
+
+def _neck_arguments(neck: Callable[..., nn.Module], backbone: ViTBackbone) -> dict[str, Any]:
+    """What the encoder builds `neck` from: the ViT's width, patch size and the blocks it runs; for a
+    `TokensNeck` (seen through the Hydra partial's `func`) also the number of taps and whether the ViT has a
+    class token."""
+    arguments: dict[str, Any] = {
+        "in_channels": backbone.embed_dim, "patch_size": backbone.patch_size, "depth": backbone.used_depth
+    }
+    target = getattr(neck, "func", neck)
+    if isinstance(target, type) and issubclass(target, TokensNeck):
+        arguments["num_taps"] = len(backbone.out_indices)
+        arguments["has_class_token"] = getattr(backbone.vit, "cls_token", None) is not None
+    return arguments
 
 
 class Encoder(nn.Module):
@@ -28,8 +43,10 @@ class Encoder(nn.Module):
     Args:
         backbone: the frozen ViT.
         neck: builds the spatial module from `in_channels`, `patch_size` and `depth` (the blocks the
-            encoder runs) (a Hydra partial): a `Neck` reads the tapped maps after the ViT has run; an
-            `InterleavedNeck` (ViT-Adapter) runs between groups of those blocks.
+            encoder runs) (a Hydra partial): a `Neck` reads the tapped maps after the ViT has run; a
+            `TokensNeck` (the linear probes' `TappedTokens`), built with `num_taps` and `has_class_token` too,
+            reads the tapped token states whole and the ViT's final norm; an `InterleavedNeck` (ViT-Adapter)
+            runs between groups of those blocks.
         method: the PEFT method to place on the ViT (None: nothing, as method `none`).
 
     Attributes:
@@ -41,13 +58,16 @@ class Encoder(nn.Module):
     """
 
     def __init__(
-        self, backbone: ViTBackbone, neck: Callable[..., Neck | InterleavedNeck], method: MethodConfig | None = None
+        self,
+        backbone: ViTBackbone,
+        neck: Callable[..., Neck | TokensNeck | InterleavedNeck],
+        method: MethodConfig | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.method = method
         self.hooks = method.apply(backbone) if method is not None else None
-        self.neck = neck(in_channels=backbone.embed_dim, patch_size=backbone.patch_size, depth=backbone.used_depth)
+        self.neck = neck(**_neck_arguments(neck, backbone))
         self.out_channels: int = self.neck.out_channels
         self.strides: tuple[int, ...] = tuple(self.neck.strides)
         self._spatial_adapters = [m for m in backbone.vit.modules() if isinstance(m, SpatialAdapter)]
@@ -93,6 +113,8 @@ class Encoder(nn.Module):
         """The pyramid {"s4": ..., "s32": ...} (NCHW, `out_channels` each) of a normalised B×3×H×W image."""
         if isinstance(self.neck, InterleavedNeck):
             return self.neck(image, self.embed(image), self.run_blocks)
+        if isinstance(self.neck, TokensNeck):
+            return self.neck(self.tokens(image), self.backbone.vit.norm, image)
         return self.neck([tap.patch_map() for tap in self.tokens(image)], image)
 
     def merge(self) -> None:

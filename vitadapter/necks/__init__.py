@@ -2,6 +2,16 @@
 
 from vitadapter.necks.base import InterleavedNeck, Neck, PyramidModule, level_name
 from vitadapter.necks.multilevel import MultiLevelNeck
+from vitadapter.necks.tokens import TappedTokens, TokensNeck
 from vitadapter.necks.vit_adapter import ViTAdapterNeck
 
-__all__ = ["InterleavedNeck", "MultiLevelNeck", "Neck", "PyramidModule", "ViTAdapterNeck", "level_name"]
+__all__ = [
+    "InterleavedNeck",
+    "MultiLevelNeck",
+    "Neck",
+    "PyramidModule",
+    "TappedTokens",
+    "TokensNeck",
+    "ViTAdapterNeck",
+    "level_name",
+]
