@@ -6,7 +6,10 @@ from functools import partial
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from tests.helpers import CONFIGS
 from vitadapter.backbone import ViTBackbone
 from vitadapter.encoder import Encoder
 from vitadapter.necks import MultiLevelNeck, TappedTokens
@@ -77,3 +80,10 @@ def test_other_necks_are_built_as_before() -> None:
     tokens = Encoder(backbone, partial(TappedTokens))
     assert tokens.neck.num_taps == 4 and tokens.out_channels == 4 * 192
     assert list(tokens.neck.parameters()) == []
+
+
+def test_config_builds_the_neck_through_the_encoder(backbones) -> None:
+    neck = instantiate(OmegaConf.load(CONFIGS / "model" / "neck" / "tokens.yaml"))
+    encoder = Encoder(backbones["last4"], neck)
+    assert isinstance(encoder.neck, TappedTokens) and encoder.neck.final_norm and not encoder.neck.class_token
+    assert encoder.out_channels == 4 * 192 and encoder.strides == (16,)
