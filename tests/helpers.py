@@ -30,15 +30,22 @@ _TINY_RUN_OVERRIDES = [
 ]
 
 
+# necks without a width of their own: ViT-Adapter's levels have the ViT's width, the tapped tokens are the ViT's
+UNSIZED_NECKS = ("vit_adapter", "tokens")
+
+
 def _neck_overrides(neck: str | None) -> list[str]:
-    """`model/neck=NECK` (None: the experiment's own) at a tiny width; ViT-Adapter's levels have the ViT's width."""
-    width = [] if neck == "vit_adapter" else ["model.neck.out_channels=16"]
+    """`model/neck=NECK` (None: the experiment's own) at a tiny width where the neck has one."""
+    width = [] if neck in UNSIZED_NECKS else ["model.neck.out_channels=16"]
     return ([f"model/neck={neck}"] if neck else []) + width
 
 
 def experiment_neck(experiment: str) -> str | None:
-    """The neck an experiment names in its file name (`*_vit_adapter`), else None (its own)."""
-    return "vit_adapter" if experiment.endswith("_vit_adapter") else None
+    """The neck an experiment's file name implies (`*_vit_adapter`; `*_linear`: the linear protocols read the tapped
+    tokens), else None (its own)."""
+    if experiment.endswith("_vit_adapter"):
+        return "vit_adapter"
+    return "tokens" if experiment.endswith("_linear") else None
 
 
 def tiny_seg_overrides(data_root: Path, neck: str | None = None, synthetic: bool = True) -> list[str]:
@@ -49,7 +56,8 @@ def tiny_seg_overrides(data_root: Path, neck: str | None = None, synthetic: bool
         # experiments such as demo_seg name their own backbone in their body, which wins over the group
         "model.backbone.name=test_vit",
         "model.backbone.model_kwargs={}",
-        "model.head.channels=16",
+        # the tapped tokens (no spatial module) feed the linear probe, which has no width to shrink
+        *(["model/head=linear", "model/aux_head=none"] if neck == "tokens" else ["model.head.channels=16"]),
         *_neck_overrides(neck),
         "model.inference.stride=43",
         f"data.root={data_root}",

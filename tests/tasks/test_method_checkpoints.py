@@ -14,7 +14,8 @@ from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.utils.params import parameter_counts
 
 METHODS = sorted(import_all_methods())
-NECKS = sorted(path.stem for path in (CONFIGS / "model" / "neck").glob("*.yaml"))
+# the tapped tokens (no spatial module, nothing to train) feed the linear probe only: its own test below
+NECKS = sorted(path.stem for path in (CONFIGS / "model" / "neck").glob("*.yaml") if path.stem != "tokens")
 # every method on the experiments' own neck, every neck with no method, and ViT-Adapter around LoRA
 CASES = [(method, None) for method in METHODS] + [("none", neck) for neck in NECKS] + [("lora", "vit_adapter")]
 TASKS = {
@@ -105,3 +106,27 @@ def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
     fresh.load_state_dict(loaded["state_dict"], strict=True)
     image = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(a, b) for a, b in zip(_outputs(task, image), _outputs(fresh, image)))
+
+
+@pytest.mark.parametrize("method", ["none", "lora"])
+def test_linear_probe_checkpoint_holds_the_head_and_method_only(method: str, compose_config, tmp_path: Path,
+                                                                seg_data_root: Path) -> None:
+    def build():
+        overrides = ["experiment=ade20k_seg_linear", *tiny_seg_overrides(seg_data_root, "tokens"),
+                     f"model/adapter={method}"]
+        return build_datamodule_and_task(compose_config("train", overrides, tmp_path))[1]
+
+    task = build()
+    _perturb_trainable(task)
+    checkpoint = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(checkpoint)
+    counts = parameter_counts(task)
+    assert counts["params/trainable_neck"] == 0
+    assert {k.split(".")[0] for k in checkpoint["state_dict"]} == ({"head"} if method == "none" else {"head", "encoder"})
+    fresh = build()
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"], strict=True)
+    image = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(1))
+    task.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(task(image), fresh(image)) and task(image).shape == (2, 8, 4, 3)

@@ -21,7 +21,8 @@ def test_every_experiment_composes_and_instantiates(experiment, compose_config, 
     assert task.num_classes == len(datamodule.class_names)
     assert task.run_config["model"]["backbone"]["name"] == "test_vit"
     logits = task.eval()(torch.randn(1, 3, 64, 48))
-    assert logits.shape == (1, task.num_classes, 16, 12)
+    stride = 16 if experiment_neck(experiment) == "tokens" else 4  # the linear probe: the ViT's patch grid
+    assert logits.shape == (1, task.num_classes, 64 // stride, 48 // stride)
 
 
 def test_adapter_and_aux_head_can_be_switched_off(compose_config, tmp_path, seg_data_root) -> None:
