@@ -1,4 +1,5 @@
-"""Export a trained segmentation model to ONNX: image batch in, class logits at the image's size out.
+"""Export a trained segmentation or depth model to ONNX: image batch in, class logits (output `logits`, B x K x H x W)
+or depths in metres (output `depth`, B x 1 x H x W) at the image's size out.
 
     python scripts/export_onnx.py ckpt_path=outputs/train/runs/<date>/checkpoints/last.ckpt output=model.onnx
 
@@ -45,12 +46,14 @@ def main(argv: list[str] | None = None) -> None:
     export = export_onnx(values["ckpt_path"], values["output"], overrides,
                          include_normalization=values["include_normalization"].lower() == "true",
                          opset=int(values["opset"]) if values["opset"] else None)
-    print(f"wrote {export.path} (opset {export.opset}); input 'image', output 'logits'")
-    for key in ("input", "output", "size_note", "mean", "std", "num_classes"):
-        print(f"  {key}: {export.metadata[key]}")
+    output = export.module.output_name
+    print(f"wrote {export.path} (opset {export.opset}); input 'image', output '{output}'")
+    for key in ("input", "output", "size_note", "mean", "std", "num_classes", "min_depth", "max_depth"):
+        if key in export.metadata:
+            print(f"  {key}: {export.metadata[key]}")
     if values["check"].lower() == "true":
         for size, diff in max_abs_difference(export, CHECK_SIZES).items():
-            print(f"  onnxruntime vs PyTorch at {size}: max |logits difference| {diff:.2e}")
+            print(f"  onnxruntime vs PyTorch at {size}: max |{output} difference| {diff:.2e}")
 
 
 if __name__ == "__main__":

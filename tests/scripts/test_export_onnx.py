@@ -107,7 +107,7 @@ def test_averaging_pool_matches_adaptive_avg_pool(size: tuple[int, int]) -> None
 def test_detection_checkpoints_and_bad_names_are_refused(compose_config, tmp_path: Path, det_data_root: Path) -> None:
     cfg = compose_config("train", ["experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light")], tmp_path)
     task = build_datamodule_and_task(cfg)[1].eval()
-    with pytest.raises(ValueError, match="ONNX export covers segmentation checkpoints only.*RoI heads, NMS"):
+    with pytest.raises(ValueError, match="ONNX export covers segmentation and depth checkpoints only.*RoI heads, NMS"):
         prepare_segmentation(task)
     with pytest.raises(ValueError, match=r"output='model.pt': name the file \*\.onnx"):
         export_onnx(tmp_path / "missing.ckpt", "model.pt")

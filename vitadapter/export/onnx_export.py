@@ -1,8 +1,10 @@
-"""ONNX export of a trained segmentation model: an image batch in, class logits at the image's size out.
+"""ONNX export of a trained segmentation or depth model: an image batch in, class logits (or depths in metres) at
+the image's size out.
 
 The exported graph is `SegmentationForExport`: [0..255 RGB -> normalised] -> zero padding (bottom,
 right) to a multiple of `size_divisor` -> encoder (ViT + PEFT method, merged where it merges) -> neck ->
-head -> bilinear upsampling to the padded size -> crop to the input size. Batch, height and width are
+head -> bilinear upsampling to the padded size -> crop to the input size. A depth model's graph
+(`vitadapter.export.depth_onnx.DepthForExport`) is the same, its B×1×H×W output clipped to the task's depth range. Batch, height and width are
 dynamic (`torch.export.Dim`); torch's dynamo-based exporter (`torch.onnx.export(..., dynamo=True)`)
 translates timm's position-embedding resampling, the patch padding and ViT-Adapter's `grid_sample`.
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 ONNX_INSTALL_HINT = 'pip install -e ".[onnx]" (onnx, onnxscript and onnxruntime; the [dev] extra includes them)'
 DETECTION_REFUSAL = (
-    "ONNX export covers segmentation checkpoints only. A detection checkpoint's torchvision detector (RPN proposals, "
+    "ONNX export covers segmentation and depth checkpoints only. A detection checkpoint's torchvision detector (RPN proposals, "
     "RoI heads, NMS: a data-dependent number of boxes per image) does not go through torch's dynamo-based ONNX exporter; "
     "evaluate or predict it with eval.py / predict.py, or export its ViT with scripts/export_merged.py"
 )
@@ -123,13 +125,15 @@ class SegmentationForExport(nn.Module):
     """What the ONNX graph computes: `image` B×3×H×W -> `logits` B×K×H×W (any H, W; see the module docs).
 
     Args:
-        task: a trained `SegmentationTask` in eval mode.
+        task: a trained `SegmentationTask` in eval mode (or any task whose forward gives B×C×h×w maps).
         divisor: pad height and width to a multiple of this (`size_divisor`).
         mean: per-channel mean (0..1 units) of the training normalisation.
         std: per-channel std (0..1 units).
         include_normalization: the input is 0..255 RGB, normalised inside the graph; False: the input is
             already normalised as `(pixel / 255 - mean) / std`.
     """
+
+    output_name = "logits"  # the graph's output
 
     def __init__(self, task: nn.Module, divisor: int, mean: Sequence[float], std: Sequence[float],
                  include_normalization: bool = False) -> None:
@@ -158,7 +162,7 @@ class SegmentationForExport(nn.Module):
 
 @dataclass
 class OnnxExport:
-    """What `export_segmentation_onnx` wrote.
+    """What `export_segmentation_onnx` wrote (a segmentation or depth model).
 
     Attributes:
         path: the .onnx file.
@@ -171,6 +175,40 @@ class OnnxExport:
     module: SegmentationForExport
     metadata: dict[str, str] = field(default_factory=dict)
     opset: int = 0
+
+
+def merge_for_export(task: nn.Module, include_normalization: bool = False) -> dict[str, str]:
+    """Merges the task's method where it merges, makes its pooling exportable and describes the graph's input.
+
+    Args:
+        task: a trained segmentation or depth task in eval mode (changed in place).
+        include_normalization: the graph takes 0..255 RGB (see `SegmentationForExport`).
+
+    Returns:
+        The metadata strings every export carries (input, normalisation, sizes, backbone, method).
+    """
+    encoder = task.encoder
+    method = encoder.method
+    merged = method is not None and method.mergeable
+    if merged:
+        encoder.merge()
+    exportable_pooling(task)
+    mean, std = input_normalization(task)
+    divisor = size_divisor(encoder)
+    return {
+        "input": ("float32 B x 3 x H x W, RGB 0..255 (normalised inside)" if include_normalization
+                  else "float32 B x 3 x H x W, RGB normalised as (pixel / 255 - mean) / std"),
+        "mean": json.dumps(list(mean)),
+        "std": json.dumps(list(std)),
+        "include_normalization": json.dumps(include_normalization),
+        "patch_size": str(encoder.backbone.patch_size),
+        "size_divisor": str(divisor),
+        "size_note": (f"any H, W >= 1; padded with zeros (bottom, right) to a multiple of {divisor} inside; "
+                      f"at multiples of {divisor} equal to PyTorch whole-image inference"),
+        "backbone": encoder.backbone.name,
+        "adapter": method.method_name if method is not None else "none",
+        "adapter_merged": json.dumps(merged),
+    }
 
 
 def prepare_segmentation(task: nn.Module, include_normalization: bool = False) -> tuple[SegmentationForExport, dict[str, str]]:
@@ -187,35 +225,16 @@ def prepare_segmentation(task: nn.Module, include_normalization: bool = False) -
 
     if not isinstance(task, SegmentationTask):
         raise ValueError(f"{type(task).__name__}: {DETECTION_REFUSAL}")
-    encoder = task.encoder
-    method = encoder.method
-    name = method.method_name if method is not None else "none"
-    merged = method is not None and method.mergeable
-    if merged:
-        encoder.merge()
-    exportable_pooling(task)
+    common = merge_for_export(task, include_normalization)
     mean, std = input_normalization(task)
-    divisor = size_divisor(encoder)
-    module = SegmentationForExport(task, divisor, mean, std, include_normalization).eval()
+    module = SegmentationForExport(task, size_divisor(task.encoder), mean, std, include_normalization).eval()
     data = (getattr(task, "run_config", None) or {}).get("data") or {}
-    input_doc = ("float32 B x 3 x H x W, RGB 0..255 (normalised inside)" if include_normalization
-                 else "float32 B x 3 x H x W, RGB normalised as (pixel / 255 - mean) / std")
     metadata = {
         "vitadapter.task": "segmentation",
-        "input": input_doc,
         "output": "logits float32 B x K x H x W (argmax over K: class index into class_names)",
         "class_names": json.dumps(list(task.class_names)),
         "num_classes": str(task.num_classes),
-        "mean": json.dumps(list(mean)),
-        "std": json.dumps(list(std)),
-        "include_normalization": json.dumps(include_normalization),
-        "patch_size": str(encoder.backbone.patch_size),
-        "size_divisor": str(divisor),
-        "size_note": (f"any H, W >= 1; padded with zeros (bottom, right) to a multiple of {divisor} inside; "
-                      f"at multiples of {divisor} equal to PyTorch whole-image inference"),
-        "backbone": encoder.backbone.name,
-        "adapter": name,
-        "adapter_merged": json.dumps(merged),
+        **common,
         "ignore_index": str(task.ignore_index),
     }
     if "reduce_zero_label" in data:
@@ -228,7 +247,7 @@ def export_segmentation_onnx(module: SegmentationForExport, output: str | Path, 
     """Exports `module` with dynamic batch, height and width and writes it with its metadata.
 
     Args:
-        module: from `prepare_segmentation`.
+        module: from `prepare_segmentation` (output `logits`) or `prepare_depth` (output `depth`).
         output: the .onnx file to write (weights over 2 GB go to a `<name>.data` file beside it).
         metadata: strings for the model's metadata_props.
         opset: the ONNX opset; None: the exporter's default.
@@ -249,7 +268,7 @@ def export_segmentation_onnx(module: SegmentationForExport, output: str | Path, 
     # on the padded size, whose expression sympy cannot bound
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         program = torch.export.export(module, (example,), dynamic_shapes={"image": dims}, strict=False)
-    onnx_program = torch.onnx.export(program, (example,), input_names=["image"], output_names=["logits"],
+    onnx_program = torch.onnx.export(program, (example,), input_names=["image"], output_names=[module.output_name],
                                      opset_version=opset, dynamo=True, verbose=False)
     model = onnx_program.model
     for key, value in (metadata or {}).items():
@@ -261,15 +280,17 @@ def export_segmentation_onnx(module: SegmentationForExport, output: str | Path, 
 
 
 def onnx_logits(path: str | Path, image: Tensor, session: Any = None) -> Tensor:
-    """Runs an exported model with onnxruntime (CPU) on `image`; the logits as a tensor."""
+    """Runs an exported model with onnxruntime (CPU) on `image`; its output (logits, or a depth model's depths) as a
+    tensor."""
     import onnxruntime as ort
 
     session = session or ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(["logits"], {"image": image.numpy()})[0])
+    return torch.from_numpy(session.run(None, {"image": image.numpy()})[0])
 
 
 def max_abs_difference(export: OnnxExport, sizes: Sequence[tuple[int, int, int]], seed: int = 0) -> dict[str, float]:
-    """max |onnxruntime - PyTorch| of the logits on random images of each (batch, height, width) size."""
+    """max |onnxruntime - PyTorch| of the output (logits or depths) on random images of each (batch, height, width)
+    size."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(export.path), providers=["CPUExecutionProvider"])
@@ -288,7 +309,7 @@ def max_abs_difference(export: OnnxExport, sizes: Sequence[tuple[int, int, int]]
 
 def export_onnx(ckpt_path: str | Path, output: str | Path, overrides: Sequence[str] = (),
                 include_normalization: bool = False, opset: int | None = None) -> OnnxExport:
-    """Loads a train.py segmentation checkpoint, merges its method where it merges and exports it to ONNX.
+    """Loads a train.py segmentation or depth checkpoint, merges its method where it merges and exports it to ONNX.
 
     Args:
         ckpt_path: a checkpoint written by train.py.
@@ -300,9 +321,13 @@ def export_onnx(ckpt_path: str | Path, output: str | Path, overrides: Sequence[s
     Returns:
         The written export.
     """
+    from vitadapter.export.depth_onnx import prepare_depth
     from vitadapter.export.merged import load_trained_task
+    from vitadapter.tasks.depth import DepthTask
 
     require_onnx()
     checked_onnx_path(output)  # before the model is built
-    module, metadata = prepare_segmentation(load_trained_task(ckpt_path, overrides), include_normalization)
+    task = load_trained_task(ckpt_path, overrides)
+    prepare = prepare_depth if isinstance(task, DepthTask) else prepare_segmentation
+    module, metadata = prepare(task, include_normalization)
     return export_segmentation_onnx(module, output, metadata, opset)
