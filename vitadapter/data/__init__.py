@@ -83,3 +83,28 @@ __all__ += [
     "mask_to_polygons",
     "write_synthetic_coco",
 ]
+
+# Monocular depth
+from vitadapter.data.depth_datamodule import DepthDataModule, collate_depth_as_lists  # noqa: E402
+from vitadapter.data.depth_dataset import DepthDataset, read_depth  # noqa: E402
+from vitadapter.data.depth_transforms import (  # noqa: E402
+    build_depth_train_transform,
+    build_depth_val_transform,
+    colour_augmentation,
+)
+from vitadapter.data.synthetic.depth_scenes import DepthScene, render_depth_scene  # noqa: E402
+from vitadapter.data.synthetic.depth_writer import is_synthetic_nyu_complete, write_synthetic_nyu  # noqa: E402
+
+__all__ += [
+    "DepthDataModule",
+    "DepthDataset",
+    "DepthScene",
+    "build_depth_train_transform",
+    "build_depth_val_transform",
+    "collate_depth_as_lists",
+    "colour_augmentation",
+    "is_synthetic_nyu_complete",
+    "read_depth",
+    "render_depth_scene",
+    "write_synthetic_nyu",
+]
