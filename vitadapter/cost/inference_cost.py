@@ -2,7 +2,8 @@
 
 `perf/infer_ms_per_image` is timed on one validation batch: for segmentation the task's
 `predict_probabilities` (the configured whole or sliding-window inference and test-time augmentation,
-probabilities at the label's size), for detection the task's `predict` (the detector's eval forward,
+probabilities at the label's size), for depth its `predict_depth` (the same, depths at the ground truth's
+size), for detection the task's `predict` (the detector's eval forward,
 detections mapped back to the original images). The median of 3 timed passes after 1 untimed, in eval
 mode, under `torch.inference_mode` and the trainer's precision, on the training device (CUDA
 synchronised around each pass). It times the model as trained and validated, its method NOT merged
@@ -28,11 +29,16 @@ def configured_inference(task: L.LightningModule, batch: Mapping[str, Any]) -> t
     """The inference validation runs on `batch`, as a callable returning its outputs, and the batch's image count.
 
     Segmentation: `predict_probabilities` per image at its label's size (validation batches are lists of
-    differently sized images, each run alone). Detection: `predict` on the batch's images.
+    differently sized images, each run alone); depth: `predict_depth` likewise. Detection: `predict` on the
+    batch's images.
     """
     if "images" in batch:
         images = batch["images"]
         return lambda: task.predict(images, batch["scales"], batch["orig_sizes"]), len(images)
+    if "depth" in batch:
+        pairs = list(zip(batch["image"], batch["depth"]))
+        return (lambda: [task.predict_depth(image.unsqueeze(0), tuple(depth.shape[-2:])) for image, depth in pairs],
+                len(pairs))
     pairs = list(zip(batch["image"], batch["mask"]))
     return (lambda: [task.predict_probabilities(image.unsqueeze(0), tuple(mask.shape[-2:])) for image, mask in pairs],
             len(pairs))
