@@ -15,9 +15,17 @@ import torch
 from torch import Tensor
 
 from vitadapter.data import COCODataModule, SegmentationDataModule, build_det_val_transform, build_val_transform
+from vitadapter.data.depth_datamodule import DepthDataModule
+from vitadapter.data.depth_transforms import build_depth_val_transform
 from vitadapter.tasks import DetectionTask, SegmentationTask
+from vitadapter.tasks.depth import DepthTask
 
 Predictor = Callable[[np.ndarray], Any]
+
+
+def _image_batch(normalised: np.ndarray, device: torch.device) -> Tensor:
+    """H×W×3 float normalised image -> 1×3×H×W tensor on `device`."""
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1))).float()[None].to(device)
 
 
 def segmentation_predictor(task: SegmentationTask, datamodule: SegmentationDataModule,
@@ -26,9 +34,20 @@ def segmentation_predictor(task: SegmentationTask, datamodule: SegmentationDataM
     transform = build_val_transform(scale=datamodule.test_scale, mean=datamodule.mean, std=datamodule.std)
 
     def predict(rgb: np.ndarray) -> Tensor:
-        normalised = transform(image=rgb)["image"]
-        image = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1))).float()[None].to(device)
+        image = _image_batch(transform(image=rgb)["image"], device)
         return task.predict_probabilities(image, rgb.shape[:2]).argmax(dim=1)[0]
+
+    return predict
+
+
+def depth_predictor(task: DepthTask, datamodule: DepthDataModule,
+                    device: torch.device) -> Callable[[np.ndarray], Tensor]:
+    """H×W×3 uint8 RGB -> H×W depth in metres (float), with the task's inference settings (whole/slide, flip)
+    and its depth range; the image is rescaled into the datamodule's `test_scale` as evaluation rescales it."""
+    transform = build_depth_val_transform(test_scale=datamodule.test_scale, mean=datamodule.mean, std=datamodule.std)
+
+    def predict(rgb: np.ndarray) -> Tensor:
+        return task.predict_depth(_image_batch(transform(image=rgb)["image"], device), rgb.shape[:2])[0]
 
     return predict
 
@@ -46,9 +65,12 @@ def detection_predictor(task: DetectionTask, datamodule: COCODataModule,
 
 
 def task_predictor(task: Any, datamodule: Any, device: torch.device) -> Predictor:
-    """The predictor of a segmentation or detection task (call it in eval mode, under inference_mode)."""
+    """The predictor of a segmentation, detection or depth task (call it in eval mode, under inference_mode)."""
     if isinstance(task, DetectionTask):
         return detection_predictor(task, datamodule, device)
     if isinstance(task, SegmentationTask):
         return segmentation_predictor(task, datamodule, device)
-    raise TypeError(f"predictions are drawn for DetectionTask and SegmentationTask, not {type(task).__name__}")
+    if isinstance(task, DepthTask):
+        return depth_predictor(task, datamodule, device)
+    raise TypeError(f"predictions are drawn for DetectionTask, SegmentationTask and DepthTask, not "
+                    f"{type(task).__name__}")

@@ -38,7 +38,7 @@ class MultiTaskModel(nn.Module):
     new task to train beside those already served.
 
     Attributes:
-        tasks: the tasks by name (each a `SegmentationTask` or `DetectionTask`).
+        tasks: the tasks by name (each a `SegmentationTask`, `DetectionTask` or `DepthTask`).
         datamodules: each task's datamodule (its preprocessing, class names and colours), when known.
         sources: each task's checkpoint path, when it came from one.
         fingerprint: the frozen weights' fingerprint every task shares (None before the first task).
@@ -139,7 +139,8 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, image: Any, task: str) -> Any:
         """Runs task `task` on preprocessed input: a normalised B×3×H×W tensor (segmentation: logits at
-        stride 4) or a list of them (detection, in eval mode: detections in the input's pixels)."""
+        stride 4; depth: B×1×h×w metres at the head's resolution) or a list of them (detection, in eval mode:
+        detections in the input's pixels)."""
         return self.task(task)(image)
 
     @torch.inference_mode()
@@ -147,7 +148,8 @@ class MultiTaskModel(nn.Module):
         """A task's prediction on an H×W×3 uint8 RGB image at its own size, through that task's preprocessing.
 
         Returns:
-            Segmentation: the H×W class map; detection: `boxes`, `scores`, `labels` (and `masks`) in its pixels.
+            Segmentation: the H×W class map; detection: `boxes`, `scores`, `labels` (and `masks`) in its pixels;
+            depth: the H×W depth in metres (float32), as `DepthTask.predict_depth` computes it.
         """
         model = self.task(task)
         if task not in self.datamodules:

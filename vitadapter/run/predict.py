@@ -19,10 +19,11 @@ from PIL import Image, UnidentifiedImageError
 
 from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.inference.predictors import task_predictor
-from vitadapter.inference.visualize import draw_detections, draw_segmentation
+from vitadapter.inference.visualize import draw_depth, draw_detections, draw_segmentation
 from vitadapter.multitask import MultiTaskModel
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import DetectionTask
+from vitadapter.tasks.depth import DepthTask
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,14 @@ def read_rgb(path: Path) -> np.ndarray:
 def task_drawer(task: L.LightningModule, datamodule: L.LightningDataModule, device: torch.device,
                 score_threshold: float, alpha: float) -> Drawer:
     """Image -> the task's predictions drawn over it, through its datamodule's evaluation preprocessing:
-    detections above `score_threshold`, or the class map (in the dataset's colours if it has them) with a legend."""
+    detections above `score_threshold`, the class map (in the dataset's colours if it has them) with a legend,
+    or the image beside its depth map, coloured on the task's depth range, with a colour bar in metres."""
     predict = task_predictor(task, datamodule, device)
     if isinstance(task, DetectionTask):
         return lambda rgb: Image.fromarray(draw_detections(rgb, predict(rgb), task.class_names, score_threshold, alpha))
+    if isinstance(task, DepthTask):
+        # one fixed scale (not each image's own range): a colour means the same depth in every picture
+        return lambda rgb: draw_depth(rgb, predict(rgb).float().cpu().numpy(), task.min_depth, task.max_depth)
     palette = getattr(datamodule, "palette", None)  # the dataset's class colours (data.palette, classes.txt)
     return lambda rgb: draw_segmentation(rgb, predict(rgb).cpu().numpy(), task.class_names, alpha, palette)
 
