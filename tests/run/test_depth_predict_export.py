@@ -17,7 +17,14 @@ from tests.depth_data import tiny_depth_overrides, write_nyu_fixture
 from tests.helpers import predict_in_process, run_script, tiny_seg_overrides, train_in_process
 from vitadapter.export.depth_onnx import DepthForExport
 from vitadapter.export.onnx_export import input_normalization, onnx_logits, size_divisor
-from vitadapter.inference.visualize import COLORBAR_GAP, COLORBAR_WIDTH, PANEL_GAP, colorize_depth, depth_colors, draw_depth
+from vitadapter.inference.visualize import (
+    COLORBAR_GAP,
+    COLORBAR_WIDTH,
+    PANEL_GAP,
+    colorize_depth,
+    depth_colors,
+    draw_depth,
+)
 from vitadapter.run.predict import read_rgb, task_drawer
 from vitadapter.run.trained import load_trained
 

@@ -4,8 +4,8 @@ the image's size out.
 The exported graph is `SegmentationForExport`: [0..255 RGB -> normalised] -> zero padding (bottom,
 right) to a multiple of `size_divisor` -> encoder (ViT + PEFT method, merged where it merges) -> neck ->
 head -> bilinear upsampling to the padded size -> crop to the input size. A depth model's graph
-(`vitadapter.export.depth_onnx.DepthForExport`) is the same, its B×1×H×W output clipped to the task's depth range. Batch, height and width are
-dynamic (`torch.export.Dim`); torch's dynamo-based exporter (`torch.onnx.export(..., dynamo=True)`)
+(`vitadapter.export.depth_onnx.DepthForExport`) is the same, its B×1×H×W output clipped to the task's depth
+range. Batch, height and width are dynamic (`torch.export.Dim`); torch's dynamo-based exporter (`torch.onnx.export(..., dynamo=True)`)
 translates timm's position-embedding resampling, the patch padding and ViT-Adapter's `grid_sample`.
 
 Why the padding: the neck's level sizes (ceil(H/stride) after the ViT's own padding to whole patches)
@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 ONNX_INSTALL_HINT = 'pip install -e ".[onnx]" (onnx, onnxscript and onnxruntime; the [dev] extra includes them)'
 DETECTION_REFUSAL = (
-    "ONNX export covers segmentation and depth checkpoints only. A detection checkpoint's torchvision detector (RPN proposals, "
-    "RoI heads, NMS: a data-dependent number of boxes per image) does not go through torch's dynamo-based ONNX exporter; "
-    "evaluate or predict it with eval.py / predict.py, or export its ViT with scripts/export_merged.py"
+    "ONNX export covers segmentation and depth checkpoints only. A detection checkpoint's torchvision detector (RPN "
+    "proposals, RoI heads, NMS: a data-dependent number of boxes per image) does not go through torch's dynamo-based ONNX "
+    "exporter; evaluate or predict it with eval.py / predict.py, or export its ViT with scripts/export_merged.py"
 )
 
 
