@@ -1,7 +1,8 @@
 """Draw a checkpoint's predictions: `python predict.py ckpt_path=PATH input=IMAGE_OR_FOLDER output=DIR`.
 
 Detection checkpoints: boxes, masks and class names; segmentation checkpoints: a colour-coded class map
-with a legend, blended over the image. The model and data configuration are restored from the checkpoint.
+with a legend, blended over the image; depth checkpoints: the image beside its depth map and a colour bar in
+metres. The model and data configuration are restored from the checkpoint.
 """
 
 import os
