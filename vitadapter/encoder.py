@@ -2,8 +2,14 @@
 
 Running the loop here (instead of timm's `forward_intermediates`) is what lets a PEFT method act
 between blocks (deep prompts) and keeps every block a plain timm block. Blocks after the last tapped
-one never run; blocks before the first trainable tensor build no autograd graph, because nothing
-they compute requires a gradient.
+one never run. A block whose input needs no gradient and that holds no trainable tensor runs under
+`torch.no_grad()`: with the method's first trained block at k, blocks 0..k-1 (and the embedding) keep
+no activations, and a frozen trunk under a neck that only reads it (the ViT-Adapter side mode, the
+multi-level neck with `model/adapter=none`) keeps none at all. Every later block records its graph,
+recomputed in the backward pass when `model.backbone.grad_checkpointing` is on.
+
+No block runs in `torch.inference_mode()`: its outputs could then never be saved for backward by the
+trainable neck, and no_grad already skips every autograd record.
 """
 
 from __future__ import annotations
@@ -11,16 +17,26 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
 from torch.utils.checkpoint import checkpoint
 
 from vitadapter.adapters.base import MethodConfig, SpatialAdapter
 from vitadapter.backbone import ViTBackbone
 from vitadapter.backbone.families import Tokens
 from vitadapter.necks import InterleavedNeck, Neck, TokensNeck
+
+# timm's modules after the last block: a tensor trained there changes no block's input
+POST_TRUNK_MODULES = ("norm", "fc_norm", "head", "head_drop", "attn_pool")
+
+
+def _needs_gradient(tokens: Tokens) -> bool:
+    """Whether the tokens, or a tensor the blocks read beside them (rotary embedding, bias), need a gradient."""
+    return any(isinstance(leaf, Tensor) and leaf.requires_grad for leaf in tree_leaves([tokens.x, tokens.block_kwargs]))
 
 
 def _neck_arguments(neck: Callable[..., nn.Module], backbone: ViTBackbone) -> dict[str, Any]:
@@ -79,25 +95,54 @@ class Encoder(nn.Module):
         if self.hooks is not None:
             yield from (p for p in self.hooks.parameters() if p.requires_grad)
 
+    def embedding_trains(self) -> bool:
+        """Whether a tensor the ViT uses before block 0 trains (patch and position embedding under `full`, BitFit's
+        patch bias, ...)."""
+        return any(p.requires_grad for name, p in self.backbone.vit.named_parameters()
+                   if name.split(".")[0] not in ("blocks", *POST_TRUNK_MODULES))
+
+    def block_trains(self, index: int) -> bool:
+        """Whether block `index` holds a trainable tensor (a method's module or an unfrozen weight)."""
+        return any(p.requires_grad for p in self.backbone.vit.blocks[index].parameters())
+
+    def block_records_graph(self, index: int, tokens: Tokens) -> bool:
+        """Whether block `index` on `tokens` must record its autograd graph: gradients are on and the block trains or
+        its input carries a gradient (from an earlier trained block, prompts, ViT-Adapter's injectors, or the image)."""
+        return torch.is_grad_enabled() and (self.block_trains(index) or _needs_gradient(tokens))
+
     def embed(self, image: Tensor) -> Tokens:
-        """The tokens before block 0: the ViT's embedding, then the method's (prompts)."""
-        tokens = self.backbone.family.embed(image)
+        """The tokens before block 0: the ViT's embedding (graph-free unless it trains or the image needs a
+        gradient), then the method's (prompts)."""
+        records = self.embedding_trains() or image.requires_grad
+        with nullcontext() if records else torch.no_grad():
+            tokens = self.backbone.family.embed(image)
         for adapter in self._spatial_adapters:
             adapter.grid = tokens.grid
         return self.hooks.on_embed(tokens) if self.hooks is not None else tokens
 
     def run_blocks(self, tokens: Tokens, blocks: range) -> Tokens:
-        """Runs `blocks` of the ViT (with the method's hooks before each) on `tokens`."""
+        """Runs `blocks` of the ViT (with the method's hooks before each) on `tokens`.
+
+        A block that need not record its graph (`block_records_graph`) runs under `torch.no_grad()`; one that does
+        is checkpointed when `backbone.grad_checkpointing` is on in training.
+        """
         family = self.backbone.family
         for index in blocks:
             if self.hooks is not None:
                 tokens = self.hooks.before_block(index, tokens)
-            if self.backbone.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(family.run_block, index, tokens, use_reentrant=False)
+            if not self.block_records_graph(index, tokens):
+                with torch.no_grad():
+                    x = family.run_block(index, tokens)
+            elif self.backbone.grad_checkpointing and self.training:
+                # x as its own argument: checkpoint then keeps it where saved-tensor hooks see (and count) it
+                x = checkpoint(self._run_block_on, index, tokens, tokens.x, use_reentrant=False)
             else:
                 x = family.run_block(index, tokens)
             tokens = dataclasses.replace(tokens, x=x)
         return tokens
+
+    def _run_block_on(self, index: int, tokens: Tokens, x: Tensor) -> Tensor:
+        return self.backbone.family.run_block(index, dataclasses.replace(tokens, x=x))
 
     def tokens(self, image: Tensor) -> list[Tokens]:
         """Runs the ViT up to the last tapped block; the token state after each tapped block, in tap order."""
