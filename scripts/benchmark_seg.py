@@ -1,15 +1,18 @@
-"""Train-step time and memory of one segmentation model trained four ways.
+"""Train-step time and memory of one segmentation model trained five ways.
 
 Frozen ViT + bottleneck adapters (the multi-level neck), full fine-tuning, and the frozen ViT with the
 ViT-Adapter neck with and without its injectors (`model.neck.inject`; without them the ViT runs as a
-side network that records no autograd graph). Every variant is built from the same composed config
+side network that records no autograd graph), the side network also with activation checkpointing in the
+neck and the head (`model.neck.grad_checkpointing`, `model.head.grad_checkpointing`). After the table it
+prints the side modes' saved activations against full fine-tuning's and what checkpointing costs in step
+time. Every variant is built from the same composed config
 (`experiment=ade20k_seg`) and measured in one process, one after the other, on random images. On CUDA
 the peak is torch's allocator peak; on the CPU (no allocator statistics) the script reports what a
 training step keeps alive instead: tensors saved for backward plus gradients plus AdamW state.
 
     python scripts/benchmark_seg.py                       # ViT-B/16, 512x512, batch 2, CPU
     python scripts/benchmark_seg.py --device cuda --precision bf16 --batch 8
-    python scripts/benchmark_seg.py --variants vit_adapter vit_adapter_side
+    python scripts/benchmark_seg.py --variants full vit_adapter_side vit_adapter_side_cp
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -28,13 +32,15 @@ from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.tasks import trainable_param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
+SIDE = ["model/adapter=none", "model/neck=vit_adapter", "model.neck.inject=false"]
+CHECKPOINTING = ["model.neck.grad_checkpointing=true", "model.head.grad_checkpointing=true"]
 # name -> (table label, config overrides)
 VARIANTS = {
     "bottleneck": ("frozen ViT + bottleneck adapters", ["model/adapter=bottleneck"]),
     "full": ("full fine-tuning", ["model/adapter=full"]),
     "vit_adapter": ("frozen ViT + ViT-Adapter (inject=true)", ["model/adapter=none", "model/neck=vit_adapter"]),
-    "vit_adapter_side": ("frozen ViT + ViT-Adapter (inject=false)",
-                         ["model/adapter=none", "model/neck=vit_adapter", "model.neck.inject=false"]),
+    "vit_adapter_side": ("frozen ViT + ViT-Adapter (inject=false)", SIDE),
+    "vit_adapter_side_cp": ("frozen ViT + ViT-Adapter (inject=false, checkpointing)", SIDE + CHECKPOINTING),
 }
 
 
@@ -112,15 +118,37 @@ def measure(task: torch.nn.Module, args: argparse.Namespace) -> dict[str, float]
     return result
 
 
+def comparisons(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The side modes' saved activations and step time against full fine-tuning's, and what checkpointing costs."""
+    lines = []
+    full = results.get("full")
+    for variant in ("vit_adapter_side", "vit_adapter_side_cp"):
+        if full is not None and variant in results:
+            r = results[variant]
+            lines.append(f"{VARIANTS[variant][0]}: saved activations {_ratio(r, full, 'activations_mb')} full "
+                         f"fine-tuning's, step time {_ratio(r, full, 'step_ms')}")
+    plain, checkpointed = results.get("vit_adapter_side"), results.get("vit_adapter_side_cp")
+    if plain is not None and checkpointed is not None:
+        lines.append("checkpointing the side mode's neck and head: step time "
+                     f"{_ratio(checkpointed, plain, 'step_ms')}, saved activations "
+                     f"{_ratio(checkpointed, plain, 'activations_mb')}")
+    return lines
+
+
+def _ratio(result: dict[str, Any], reference: dict[str, Any], key: str) -> str:
+    return f"{result[key] / reference[key]:.2f}x ({result[key]:.0f} / {reference[key]:.0f})"
+
+
 def main() -> None:
     args = parse_args()
     torch.manual_seed(0)
-    rows = []
-    for variant in args.variants:
-        rows.append((VARIANTS[variant][0], measure(build_task(args, variant), args)))
+    load_before = os.getloadavg()[0]
+    results = {variant: measure(build_task(args, variant), args) for variant in args.variants}
+    rows = [(VARIANTS[variant][0], result) for variant, result in results.items()]
     threads = torch.get_num_threads() if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"{args.backbone}, {args.size}x{args.size}, batch {args.batch}, {args.head}, {args.device} "
-          f"({threads}), precision {args.precision}, mean of {args.steps} steps after {args.warmup} warm-up\n")
+          f"({threads}), precision {args.precision}, mean of {args.steps} steps after {args.warmup} warm-up; "
+          f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     peak = " peak allocated (MB) |" if args.device == "cuda" else ""
     print(f"| variant | trainable params | step time (ms) | saved activations (MB) | grads + AdamW (MB) |{peak}")
     print("|---|---|---|---|---|" + ("---|" if peak else ""))
@@ -128,6 +156,9 @@ def main() -> None:
         extra = f" {r['peak_mb']:.0f} |" if peak else ""
         print(f"| {name} | {r['trainable'] / 1e6:.2f}M | {r['step_ms']:.0f} | {r['activations_mb']:.0f} | "
               f"{r['grad_optim_mb']:.0f} |{extra}")
+    lines = comparisons(results)
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -4,15 +4,19 @@ Kirillov et al., "Panoptic Feature Pyramid Networks", CVPR 2019 (the semantic se
 branch): every pyramid level goes through repeated 3x3 conv-norm-ReLU + 2x upsampling until it
 reaches stride 4; the levels are summed and classified. As in mmsegmentation's ``FPNHead``, the
 stride-4 level gets one conv and no upsampling.
+
+With `grad_checkpointing` each level's branch and the classifier keep only their inputs and run again in
+the backward pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
 from vitadapter.heads.conv_module import ConvNormAct, SegClassifier, resize_to, select_levels
+from vitadapter.utils.checkpointing import checkpointed, checkpointing_applies
 
 DEFAULT_KEYS = ("s4", "s8", "s16", "s32")
 
@@ -30,6 +34,8 @@ class SemanticFPNHead(nn.Module):
         dropout: Dropout2d before the classifier.
         norm: ``"gn"`` (as in the paper), ``"bn"`` or ``"none"``.
         in_keys: Pyramid keys to use, finest first, each level twice the stride of the previous.
+        grad_checkpointing: Recompute each branch and the classifier in the backward pass instead of keeping
+            their activations (training only; outputs, gradients and BatchNorm statistics unchanged).
     """
 
     def __init__(
@@ -41,12 +47,14 @@ class SemanticFPNHead(nn.Module):
         norm: str = "gn",
         *,
         in_keys: Sequence[str] = DEFAULT_KEYS,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if len(in_keys) < 1:
             raise ValueError("in_keys must name at least one pyramid level")
         self.num_classes = num_classes
         self.in_keys = tuple(in_keys)
+        self.grad_checkpointing = grad_checkpointing
         self.branches = nn.ModuleList(
             nn.ModuleList(
                 ConvNormAct(in_channels if k == 0 else channels, channels, 3, norm=norm)
@@ -75,7 +83,12 @@ class SemanticFPNHead(nn.Module):
         """
         feats = select_levels(pyramid, self.in_keys)
         sizes = [f.shape[-2:] for f in feats]
-        out = self._branch(0, feats[0], sizes)
+        out = self._stage(self._branch, 0, feats[0], sizes)
         for i in range(1, len(feats)):
-            out = out + self._branch(i, feats[i], sizes)
-        return self.classifier(out)
+            out = out + self._stage(self._branch, i, feats[i], sizes)
+        return self._stage(self.classifier, out)
+
+    def _stage(self, function: Callable[..., Tensor], *args: object) -> Tensor:
+        if checkpointing_applies(self, self.grad_checkpointing):
+            return checkpointed(function, *args, state=self)
+        return function(*args)

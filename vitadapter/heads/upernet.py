@@ -3,16 +3,21 @@
 Xiao et al., "Unified Perceptual Parsing for Scene Understanding", ECCV 2018. Layout as in
 mmsegmentation's ``UPerHead``: a pyramid pooling module (PSPNet) on the coarsest level, an FPN
 top-down path over the others, all levels upsampled to the finest and fused by a 3x3 conv.
+
+With `grad_checkpointing` each stage (lateral convs, pyramid pooling, FPN convs, the fusion with the
+classifier) keeps only its input and runs again in the backward pass: at stride 4 the head's maps are the
+largest activations of a frozen-ViT model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from vitadapter.heads.conv_module import ConvNormAct, SegClassifier, resize_to, select_levels
+from vitadapter.utils.checkpointing import checkpointed, checkpointing_applies
 
 DEFAULT_KEYS = ("s4", "s8", "s16", "s32")
 
@@ -71,6 +76,8 @@ class UPerNetHead(nn.Module):
         norm: ``"bn"``, ``"gn"`` or ``"none"``.
         align_corners: Used for all bilinear upsampling.
         in_keys: Pyramid keys to use, finest first.
+        grad_checkpointing: Recompute each stage in the backward pass instead of keeping its activations
+            (training only; outputs, gradients and BatchNorm statistics unchanged).
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class UPerNetHead(nn.Module):
         align_corners: bool = False,
         *,
         in_keys: Sequence[str] = DEFAULT_KEYS,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if len(in_keys) < 1:
@@ -91,6 +99,7 @@ class UPerNetHead(nn.Module):
         self.num_classes = num_classes
         self.in_keys = tuple(in_keys)
         self.align_corners = align_corners
+        self.grad_checkpointing = grad_checkpointing
         n = len(self.in_keys)
         self.ppm = PyramidPooling(in_channels, channels, pool_scales, norm, align_corners)
         self.lateral_convs = nn.ModuleList(
@@ -112,13 +121,22 @@ class UPerNetHead(nn.Module):
             N x num_classes x h_0 x w_0 logits (size of the finest level).
         """
         feats = select_levels(pyramid, self.in_keys)
-        laterals = [conv(f) for conv, f in zip(self.lateral_convs, feats[:-1])]
-        laterals.append(self.ppm(feats[-1]))
+        laterals = [self._stage(conv, f) for conv, f in zip(self.lateral_convs, feats[:-1])]
+        laterals.append(self._stage(self.ppm, feats[-1]))
         for i in range(len(laterals) - 1, 0, -1):
             coarse = resize_to(laterals[i], laterals[i - 1].shape[-2:], self.align_corners)
             laterals[i - 1] = laterals[i - 1] + coarse
-        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals[:-1])]
+        outs = [self._stage(conv, lat) for conv, lat in zip(self.fpn_convs, laterals[:-1])]
         outs.append(laterals[-1])
+        return self._stage(self._fuse_and_classify, *outs)
+
+    def _fuse_and_classify(self, *outs: Tensor) -> Tensor:
+        # resized inside the stage: the concatenation of every level at stride 4 is the head's largest map
         size = outs[0].shape[-2:]
-        outs = [outs[0]] + [resize_to(o, size, self.align_corners) for o in outs[1:]]
-        return self.classifier(self.fuse(torch.cat(outs, dim=1)))
+        resized = [outs[0]] + [resize_to(o, size, self.align_corners) for o in outs[1:]]
+        return self.classifier(self.fuse(torch.cat(resized, dim=1)))
+
+    def _stage(self, function: Callable[..., Tensor], *args: Tensor) -> Tensor:
+        if checkpointing_applies(self, self.grad_checkpointing):
+            return checkpointed(function, *args, state=self)
+        return function(*args)

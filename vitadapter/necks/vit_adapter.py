@@ -9,6 +9,10 @@ each group added back make the pyramid, one BatchNorm per level.
 
 The deformable attention samples in [0, 1] coordinates of each map, so the ViT's grid and the prior's
 need not share a stride: any patch size (DINOv2's 14) and any input size work unchanged.
+
+With `grad_checkpointing` (the official code's `with_cp`) the spatial prior, every injector and every
+extractor (its ConvFFN included) keep only their inputs and run again in the backward pass: the
+neck's levels have the ViT's width at strides 4-32, so its activations outweigh a frozen ViT's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from vitadapter.necks.base import InterleavedNeck, RunBlocks, fit_to_level, leve
 from vitadapter.necks.deformable_attention import MultiScaleDeformableAttention, grid_reference_points
 from vitadapter.necks.interaction import Extractor, Injector
 from vitadapter.necks.spatial_prior import SPATIAL_PRIOR_STRIDES, SpatialPriorModule
+from vitadapter.utils.checkpointing import checkpointed, checkpointing_applies
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class ViTAdapterNeck(InterleavedNeck):
             without an autograd graph (a side network).
         extra_extractors: extractors after the last group.
         prior_channels: width of the spatial prior's stem.
+        grad_checkpointing: recompute the spatial prior, injectors and extractors in the backward pass instead
+            of keeping their activations (training only; outputs, gradients and BatchNorm statistics unchanged).
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class ViTAdapterNeck(InterleavedNeck):
         inject: bool = True,
         extra_extractors: int = 2,
         prior_channels: int = 64,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__(in_channels, SPATIAL_PRIOR_STRIDES)
         if size is not None and size not in VIT_ADAPTER_SIZES:
@@ -122,6 +130,7 @@ class ViTAdapterNeck(InterleavedNeck):
             heads = heads_dividing(value_width, preset.heads)
         drop_path = preset.drop_path if drop_path is None else drop_path
         self.patch_size = patch_size
+        self.grad_checkpointing = grad_checkpointing
         self.groups = block_groups(depth)
         attention = {"heads": heads, "points": points, "value_ratio": value_ratio}
 
@@ -158,8 +167,14 @@ class ViTAdapterNeck(InterleavedNeck):
         """Which group's ViT output is added back to pyramid level `level` (0 = stride 4)."""
         return level * len(self.groups) // len(self.strides)
 
+    def _run(self, module: nn.Module, *args: object) -> object:
+        """`module(*args)`, checkpointed when `grad_checkpointing` applies."""
+        if checkpointing_applies(self, self.grad_checkpointing):
+            return checkpointed(module, *args)
+        return module(*args)
+
     def forward(self, image: Tensor, tokens: Tokens, run_blocks: RunBlocks) -> OrderedDict[str, Tensor]:
-        stem, *prior_maps = self.spatial_prior(image)
+        stem, *prior_maps = self._run(self.spatial_prior, image)
         prior_shapes = [tuple(level.shape[-2:]) for level in prior_maps]
         prior_strides = SPATIAL_PRIOR_STRIDES[1:]
         prior = torch.cat(
@@ -175,12 +190,13 @@ class ViTAdapterNeck(InterleavedNeck):
         vit_maps = []
         for group, blocks in enumerate(self.groups):
             if self.injectors is not None:
-                tokens = tokens.with_patches(self.injectors[group](tokens.patches(), inject_points, prior, prior_shapes))
+                tokens = tokens.with_patches(
+                    self._run(self.injectors[group], tokens.patches(), inject_points, prior, prior_shapes))
             tokens = run_blocks(tokens, blocks)
             vit_maps.append(tokens.patch_map())
             extractors = self.extractors[group:] if group == len(self.groups) - 1 else self.extractors[group:group + 1]
             for extractor in extractors:
-                prior = extractor(prior, extract_points, prior_shapes, tokens.patches(), grid)
+                prior = self._run(extractor, prior, extract_points, prior_shapes, tokens.patches(), grid)
 
         batch = image.shape[0]
         levels = [
