@@ -37,8 +37,9 @@ class DepthTask(FrozenBackboneTask):
         min_depth: smallest depth scored and predicted (metres).
         max_depth: largest depth trained on, scored and predicted (metres).
         eval_crop: the region scored ("eigen": NYU's crop of 480×640 maps; None: the whole map).
-        loss: `sigloss_weight` (scale-invariant log loss), `warm_up_steps` (its first steps train the mean
-            log error only, as the Depth Toolbox's warm-up), `gradient_weight` (multi-scale gradient loss, 0: off).
+        loss: `sigloss_weight` (scale-invariant log loss), `mean_weight` (its weight of the squared mean log
+            error, the global scale: 0.15 in DINOv2 and the Depth Toolbox), `warm_up_steps` (its first steps train
+            the mean log error only, as the toolbox's warm-up), `gradient_weight` (multi-scale gradient loss, 0: off).
         inference: validation inference: mode ("whole" | "slide"), crop_size, stride and flip TTA; scales
             must stay [1.0] (a rescaled image looks nearer or farther, so its depths are not the original's).
         task_name: the name it serves under beside other tasks (`MultiTaskModel`); None: "depth".
@@ -68,7 +69,7 @@ class DepthTask(FrozenBackboneTask):
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.encoder = Encoder(backbone, neck, adapter)
         self.head = head(in_channels=self.encoder.out_channels, min_depth=self.min_depth, max_depth=self.max_depth)
-        self.loss_settings = {"sigloss_weight": 1.0, "warm_up_steps": 0, "gradient_weight": 0.0}
+        self.loss_settings = {"sigloss_weight": 1.0, "mean_weight": 0.15, "warm_up_steps": 0, "gradient_weight": 0.0}
         unknown = sorted(set(loss or {}) - set(self.loss_settings))
         if unknown:
             raise ValueError(f"unknown model.loss key(s) {unknown}; allowed: {sorted(self.loss_settings)}")
@@ -93,7 +94,8 @@ class DepthTask(FrozenBackboneTask):
         valid = (depth > 0) & (depth <= self.max_depth)
         settings = self.loss_settings
         warm_up = self.global_step < int(settings["warm_up_steps"])
-        loss = settings["sigloss_weight"] * scale_invariant_log_loss(pred, depth, valid, warm_up=warm_up)
+        loss = settings["sigloss_weight"] * scale_invariant_log_loss(pred, depth, valid, settings["mean_weight"],
+                                                                     warm_up=warm_up)
         self.log("train/loss_sig", loss)
         if settings["gradient_weight"]:
             grad = gradient_loss(pred, depth, valid)

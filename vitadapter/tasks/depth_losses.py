@@ -38,24 +38,25 @@ def scale_invariant_log_loss(
     pred: Tensor,
     target: Tensor,
     valid: Tensor,
-    variance_focus: float = 0.15,
+    mean_weight: float = 0.15,
     eps: float = 1e-3,
     warm_up: bool = False,
 ) -> Tensor:
-    """SigLoss over the valid pixels of the whole batch: sqrt(var(g) + variance_focus x mean(g)^2).
+    """SigLoss over the valid pixels of the whole batch: sqrt(var(g) + mean_weight x mean(g)^2).
 
     g = log(pred + eps) - log(target + eps) at every valid pixel of the batch, pooled (the toolbox indexes the
     batch with its mask); var is the unbiased variance (`torch.var`'s default, which the toolbox calls), taken
     as 0 for a single pixel instead of NaN. With the toolbox's 0.15 this equals sqrt(mean(g^2) - 0.85 mean(g)^2)
-    up to the n/(n-1) factor; note BTS calls 0.85 (1 - this weight) its "variance focus".
+    up to the n/(n-1) factor (BTS calls that 0.85 its "variance focus"); 1.0 makes it the RMS log error, which
+weighs a global scale error fully.
 
     Args:
         pred: predicted depth (metres), any shape (B×H×W at the ground truth's size).
         target: ground-truth depth, same shape.
         valid: boolean mask of the pixels that count, same shape.
-        variance_focus: weight of mean(g)^2 (the toolbox's and DINOv2's 0.15).
+        mean_weight: weight of mean(g)^2, the global (scale) part of the error (the toolbox's and DINOv2's 0.15).
         eps: added inside both logs (DINOv2's 1e-3; the toolbox's version adds 0.1 in warm-up and none after).
-        warm_up: the toolbox's warm-up form sqrt(variance_focus x mean(g)^2) (its first 100 iterations).
+        warm_up: the toolbox's warm-up form sqrt(mean_weight x mean(g)^2) (its first 100 iterations).
 
     Returns:
         The 0-dim float32 loss.
@@ -63,7 +64,7 @@ def scale_invariant_log_loss(
     g = _log_ratio(pred, target, valid, eps)
     count = valid.sum()
     mean = g.sum() / count.clamp_min(1)
-    squared_mean = variance_focus * mean.square()
+    squared_mean = mean_weight * mean.square()
     if warm_up:
         loss = _safe_sqrt(squared_mean)
     else:
