@@ -78,6 +78,21 @@ def test_float64_tiff_and_npy_keep_metres(tmp_path: Path) -> None:
         assert read_depth(path).tolist() == metres.tolist()
 
 
+def test_wrong_types_and_corrupt_float_maps_are_bad_files(tmp_path: Path) -> None:
+    np.save(tmp_path / "mm.npy", np.ones((2, 3), np.uint16))
+    with pytest.raises(BadSampleError, match=r"the depth map is a uint16 array of shape \(2, 3\), expected an H×W float "
+                                             r"array of metres\. Rewrite it as a 16-bit PNG"):
+        read_depth(tmp_path / "mm.npy")
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.zeros((2, 3, 3), np.uint16))
+    with pytest.raises(BadSampleError, match=r"the depth map is a colour PNG \(PIL mode 'RGB'\)"):
+        read_depth(tmp_path / "rgb.png")
+    for name, reason in (("bad.npy", "cannot decode the depth map: "), ("bad.tiff", "not a TIFF OpenCV can read")):
+        (tmp_path / name).write_bytes(b"garbage")
+        with pytest.raises(BadSampleError, match=reason) as err:
+            read_depth(tmp_path / name)
+        assert err.value.file == str(tmp_path / name)
+
+
 def test_items_pair_by_stem_and_convert_grayscale_images(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, [(5, 7), (9, 4)], suffix=".npy")
     Image.open(root / "images" / "im1.png").convert("L").save(root / "images" / "im1.png")
@@ -115,8 +130,8 @@ def test_orphans_and_missing_folders_are_named(tmp_path: Path) -> None:
 KINDS = {
     "8-bit depth PNG": (
         lambda image, depth: Image.fromarray(np.full((20, 24), 9, np.uint8)).save(depth) or depth,
-        r"the depth map is a PNG of PIL mode 'L', not a 16-bit single-channel PNG \(uint16, value / depth_scale = "
-        r"metres\)"),
+        r"the depth map is an 8-bit PNG \(PIL mode 'L'\); expected a 16-bit single-channel PNG \(uint16, value / "
+        r"depth_scale = metres\)"),
     "size mismatch": (
         lambda image, depth: write_depth(depth, _mm(19, 24)),
         r"size mismatch: the depth map is 24x19 \(WxH\) but its image \S+im1\.png is 24x20"),

@@ -38,27 +38,32 @@ _REWRITE = "Rewrite it as a 16-bit PNG (value / data.depth_scale = metres) or a 
 def _read_png(path: Path, depth_scale: float) -> tuple[np.ndarray, np.ndarray]:
     img = open_image(path, "depth map")
     if img.mode not in ("I;16", "I"):
-        raise bad_sample(path, f"the depth map is a PNG of PIL mode {img.mode!r}, not a 16-bit single-channel PNG "
-                               "(uint16, value / depth_scale = metres)", _REWRITE)
+        kind = "an 8-bit PNG" if img.mode in ("1", "L", "P", "LA", "PA") else "a colour PNG"
+        raise bad_sample(path, f"the depth map is {kind} (PIL mode {img.mode!r}); expected a 16-bit single-channel "
+                               "PNG (uint16, value / depth_scale = metres)", _REWRITE)
     raw = np.array(img)
     if raw.dtype.kind == "i" and (raw.min(initial=0) < 0 or raw.max(initial=0) > np.iinfo(np.uint16).max):
         raise bad_sample(path, "the depth PNG holds values outside 0..65535", _REWRITE)
     return raw, (raw.astype(np.float64) / depth_scale).astype(np.float32)
 
 
+def _check_exists(path: Path) -> None:
+    if not path.is_file():  # listed when the dataset was built: the folder changed, not the data
+        raise FileNotFoundError(f"depth map {path} disappeared after the dataset was listed; was the folder moved or "
+                                "rewritten?")
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    _check_exists(path)
     try:
         return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
     except (OSError, ValueError, EOFError) as err:
         raise bad_sample(path, f"cannot decode the depth map: {err}",
                          "The file is corrupt, truncated or not a .npy array: re-create or remove it") from err
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"depth map {path} disappeared after the dataset was listed; was the folder moved?")
+    _check_exists(path)
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # PIL cannot read float64 or some compressed float TIFFs
     if raw is None:
         raise bad_sample(path, "cannot decode the depth map: not a TIFF OpenCV can read",

@@ -1,12 +1,14 @@
 """Random indoor-like scenes with exact metric depth, for the depth demo and tests (no downloads).
 
 A pinhole camera with NYU Depth v2's field of view (focal length 0.81 × image width, principal point at the
-centre) stands ``camera_height`` above a floor and looks down by ``pitch``; a wall stands ``wall_distance``
-ahead (measured along the floor), so every depth stays below ~9.5 m. The floor carries a checkerboard or
-plank texture and the wall bricks or stripes, all of fixed size in metres, so how large the texture
-looks tells how far away it is. Shapes of ``shapes.py`` stand upright on the floor, facing the camera (so
-each one has the depth of the floor point under its base; nearer shapes are larger and lower), painted
-far to near. A few small holes of depth 0 mimic missing Kinect measurements.
+centre) stands 1-1.8 m above a floor and looks down by 3-20°; a wall stands 3.5-9 m ahead (along the floor), so
+every depth stays below ~9.1 m. The floor carries a checkerboard or plank texture and the wall bricks or stripes,
+all of fixed size in metres, so how large the texture looks tells how far away it is, and farther surfaces are
+a little darker. Shapes of ``shapes.py`` stand upright on the floor, facing the camera (so each one has the
+depth of the floor point under its base; nearer shapes are larger and lower), painted far to near. A few small
+holes of depth 0 mimic missing Kinect measurements. The ranges keep the task from being a per-pixel prior (the
+median depth of each pixel over the training set scores AbsRel ~0.22) while a tiny random-init ViT learns it
+in minutes.
 
 Depth is z-depth (distance along the optical axis, as NYU's), exact at pixel centres: scenes are drawn
 ``_SUPERSAMPLE`` times larger, the image averaged down and the depth sampled at the centre of each block.
