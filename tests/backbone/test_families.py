@@ -101,7 +101,7 @@ def test_every_shipped_backbone_config_instantiates(config: str) -> None:
     for parent in defaults:
         node = OmegaConf.merge(OmegaConf.load(CONFIGS / "model" / "backbone" / f"{parent}.yaml"), node)
     node.pretrained = False
-    backbone = instantiate(node)
+    backbone = instantiate(node, device="meta")  # the structure only: configs name giant trunks (DINOv3 7B)
     assert backbone.name == node.name and backbone.depth >= 4
     assert backbone.out_indices[-1] == backbone.depth - 1
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vitadapter.adapters import AdaptedBranch, BottleneckAdapterConfig
-from vitadapter.backbone import ViTBackbone, evenly_spaced_taps, state_fingerprint
+from vitadapter.backbone import ViTBackbone, evenly_spaced_taps, resolve_taps, state_fingerprint
 from vitadapter.encoder import Encoder
 from vitadapter.necks import MultiLevelNeck
 
@@ -99,3 +99,12 @@ def test_resampled_position_embedding_matches_timm() -> None:
     image = torch.randn(1, 3, 80, 112)
     reference = backbone.vit.forward_intermediates(image, indices=backbone.out_indices, intermediates_only=True)
     assert all(torch.equal(a, b) for a, b in zip(reference, tap_maps(backbone, image)))
+
+
+def test_out_indices_even4_is_resolved_from_the_depth() -> None:
+    assert resolve_taps("even4", 24) == [5, 11, 17, 23]  # DINOv3's code: [4, 11, 17, 23] for ViT-L only
+    assert resolve_taps("even4", 40) == [9, 19, 29, 39] == resolve_taps(None, 40)
+    assert resolve_taps("even2", 12) == [5, 11] and resolve_taps([-1, 0], 6) == [5, 0]
+    assert ViTBackbone("test_vit", out_indices="even4").out_indices == ViTBackbone("test_vit").out_indices == [0, 2, 3, 5]
+    with pytest.raises(ValueError, match="'even4'"):
+        resolve_taps("every4", 12)

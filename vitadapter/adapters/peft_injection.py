@@ -11,6 +11,11 @@ plain `nn.Module` run by the encoder's own block loop. Three traps of timm ViTs 
 * BEiT and EVA attention with separate q/v biases call `F.linear(x, self.qkv.weight, bias)`, which
   bypasses a wrapper of `qkv`: timm's own switch `qkv_bias_separate = True` makes them call `qkv(x)`.
 
+With the frozen weights kept in bfloat16 (`model.backbone.frozen_dtype`) peft creates the tuner's tensors in the base
+layer's dtype; they are cast to float32 after injection, as peft's own models do (`cast_adapter_dtype`), so what
+trains keeps full precision. Merging first turns each wrapped layer's weight into float32, so the update is added
+exactly instead of being rounded away by bfloat16's 8-bit mantissa.
+
 peft is imported inside the functions: importing it costs seconds.
 """
 
@@ -110,12 +115,13 @@ def inject_tuner(backbone: ViTBackbone, config: Any, targets: Sequence[str], opt
         options_key: the config key users set extra peft options with (for error messages).
     """
     import peft
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer, cast_adapter_dtype
 
     vit = backbone.vit
     samples = {name: _weight_sample(vit.get_submodule(name)) for name in targets}
     _route_qkv_through_module(vit, targets)
     peft.inject_adapter_in_model(config, vit)
+    cast_adapter_dtype(vit, "default")
 
     wrapped = {n for n, m in vit.named_modules() if isinstance(m, BaseTunerLayer)}
     if wrapped != set(targets):
@@ -128,6 +134,9 @@ def inject_tuner(backbone: ViTBackbone, config: Any, targets: Sequence[str], opt
         )
     if not any(p.requires_grad for p in vit.parameters()):
         raise ValueError(f"the peft tuner added no trainable tensor; check {options_key} (inference_mode?)")
+    narrow = sorted({str(p.dtype) for p in vit.parameters() if p.requires_grad and p.dtype != torch.float32})
+    if narrow:
+        raise RuntimeError(f"the peft tuner's trainable tensors are {', '.join(narrow)} after the cast to float32")
     for name, sample in samples.items():
         if not torch.equal(_weight_sample(vit.get_submodule(name).get_base_layer()), sample):
             raise ValueError(
@@ -137,12 +146,20 @@ def inject_tuner(backbone: ViTBackbone, config: Any, targets: Sequence[str], opt
             )
 
 
+def _widen_to_float32(layer: nn.Module) -> None:
+    """Replaces a layer's own low-precision parameters by float32 copies, frozen (the merged layer is float32)."""
+    for name, param in list(layer.named_parameters(recurse=False)):
+        if param.is_floating_point() and torch.finfo(param.dtype).bits < 32:
+            setattr(layer, name, nn.Parameter(param.detach().float(), requires_grad=False))
+
+
 def merge_and_unwrap(vit: nn.Module) -> int:
     """Folds every peft tuner layer of `vit` into its base layer and puts the base layer back in its place.
 
     Afterwards `vit` is a plain timm model again (same modules and state-dict keys as timm builds). peft
     writes the merged values into the pretrained Parameter objects, which therefore stay in the backbone's
-    frozen set: merge to evaluate or export, not before saving a checkpoint (it would not hold them).
+    frozen set: merge to evaluate or export, not before saving a checkpoint (it would not hold them). A layer
+    kept in bfloat16 is merged into a new float32 weight instead (not in the frozen set).
     (Fresh Parameters would not help: the frozen set holds ids, which CPython reuses once the old
     Parameters are freed, so some merged weights would still count as frozen.)
 
@@ -157,6 +174,7 @@ def merge_and_unwrap(vit: nn.Module) -> int:
         parent_name, _, leaf = name.rpartition(".")
         parent = vit.get_submodule(parent_name)
         layer = getattr(parent, leaf)
+        _widen_to_float32(layer.get_base_layer())
         with torch.no_grad():
             layer.merge(safe_merge=True)
         setattr(parent, leaf, layer.get_base_layer())

@@ -55,7 +55,8 @@ class ScaleShift(nn.Module):
         self.base = base
         weight = base.weight
         channels = weight.shape if isinstance(base, nn.LayerNorm) else weight.shape[:1]
-        options = {"dtype": weight.dtype, "device": weight.device}
+        # float32 even beside a frozen weight kept in bfloat16: what trains keeps full precision
+        options = {"dtype": torch.promote_types(weight.dtype, torch.float32), "device": weight.device}
         self.spatial_dims = weight.ndim - 2 if isinstance(base, nn.Conv2d) else 0  # NCHW: channels before H, W
         self.scale = nn.Parameter(torch.ones(channels, **options))
         if base.bias is not None:

@@ -66,15 +66,15 @@ def adapted_modules(method: MethodConfig, backbone: ViTBackbone) -> Iterator[nn.
 
 
 def unfreeze(method: MethodConfig, backbone: ViTBackbone, tensors: list[nn.Parameter], what: str) -> None:
-    """Trains `tensors`, or refuses a method that finds nothing to train (a silent no-op would train only the head)."""
+    """Trains `tensors` (float32 masters of weights kept in a lower precision, `ViTBackbone.unfreeze`), or refuses a
+    method that finds nothing to train (a silent no-op would train only the head)."""
     if not tensors:
         raise ValueError(
             f"model.adapter.name={method.method_name!r} finds no {what} to train in model.backbone.name="
             f"{backbone.name!r} (adapted blocks {method.block_indices(backbone)}; the embedding counts with block "
             "0): choose another method (e.g. model/adapter=ssf or lora), or other model.adapter.layers / drop_below"
         )
-    for tensor in tensors:
-        tensor.requires_grad_(True)
+    backbone.unfreeze(tensors)
 
 
 @register_method("bitfit")
@@ -134,7 +134,6 @@ class FullFineTuningConfig(MethodConfig):
             )
 
     def apply(self, backbone: ViTBackbone) -> MethodHooks | None:
-        for _, param in used_named_parameters(backbone, list(range(backbone.used_depth))):
-            param.requires_grad_(True)
+        backbone.unfreeze(param for _, param in used_named_parameters(backbone, list(range(backbone.used_depth))))
         backbone.modules_follow_train = True
         return None

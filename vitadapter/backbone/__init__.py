@@ -1,6 +1,9 @@
 """Frozen timm ViT backbones."""
 
+from vitadapter.backbone.build import build_frozen_vit, create_timm_vit
 from vitadapter.backbone.fingerprint import state_fingerprint
-from vitadapter.backbone.vit import ViTBackbone, create_timm_vit, evenly_spaced_taps
+from vitadapter.backbone.taps import evenly_spaced_taps, resolve_taps
+from vitadapter.backbone.vit import ViTBackbone
 
-__all__ = ["ViTBackbone", "create_timm_vit", "evenly_spaced_taps", "state_fingerprint"]
+__all__ = ["ViTBackbone", "build_frozen_vit", "create_timm_vit", "evenly_spaced_taps", "resolve_taps",
+           "state_fingerprint"]

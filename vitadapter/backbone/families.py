@@ -2,10 +2,15 @@
 
 timm's plain ViTs come in three code families that differ only in their embedding and in what a
 block needs beside the tokens: `VisionTransformer` (DeiT, DeiT-III, AugReg, DINOv2, CLIP, SigLIP,
-FlexiViT, `*_gap_*`), `Eva` (EVA-02, Perception Encoder, the RoPE ViTs: rotary embeddings per block)
-and `Beit` (a relative-position bias per block, built for one window size). Each family here calls
-timm's own modules (patch embedding, position embedding, blocks) and nothing else, so pretrained
-weights load as timm loads them and a block computes exactly what timm computes.
+FlexiViT, `*_gap_*`), `Eva` (EVA-02, Perception Encoder, the RoPE ViTs, DINOv3 with its 4 registers
+and no absolute position embedding: rotary embeddings per block) and `Beit` (a relative-position
+bias per block, built for one window size). Each family here calls timm's own modules (patch
+embedding, position embedding, blocks) and nothing else, so pretrained weights load as timm loads
+them and a block computes exactly what timm computes.
+
+`embed` and `run_block` are what the encoder calls; they run the family's `_embed` / `_run_block` under
+`frozen_compute`, so weights kept in bfloat16 (`model.backbone.frozen_dtype`) also serve a run without autocast,
+whose tokens stay in the input's dtype between blocks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
+from vitadapter.backbone.precision import frozen_compute
 from vitadapter.backbone.relative_bias import RelativeBiasResampler
 
 
@@ -64,6 +70,10 @@ class Tokens:
 class ViTFamily:
     """Embedding and block calls of one timm ViT code family.
 
+    Args:
+        vit: the timm model.
+        frozen_dtype: the dtype its weight matrices are kept in.
+
     Attributes:
         extra_tokens_refusal: why tokens without a position (VPT prompts) cannot be added to this
             model, or None when they can.
@@ -71,22 +81,33 @@ class ViTFamily:
 
     extra_tokens_refusal: str | None = None
 
-    def __init__(self, vit: nn.Module) -> None:
+    def __init__(self, vit: nn.Module, frozen_dtype: torch.dtype = torch.float32) -> None:
         self.vit = vit
+        self.frozen_dtype = frozen_dtype
 
     def embed(self, image: Tensor) -> Tokens:
-        """Patch embedding, position embedding and prefix tokens."""
-        raise NotImplementedError
+        """Patch embedding, position embedding and prefix tokens (in the image's dtype without autocast)."""
+        with frozen_compute(self.frozen_dtype, image) as autocast:
+            tokens = self._embed(image)
+        return replace(tokens, x=tokens.x.to(image.dtype)) if autocast else tokens
 
     def run_block(self, index: int, tokens: Tokens) -> Tensor:
-        """Runs block `index` on `tokens` and returns the new B×N×D tokens."""
+        """Runs block `index` on `tokens` and returns the new B×N×D tokens (in their dtype without autocast)."""
+        with frozen_compute(self.frozen_dtype, tokens.x) as autocast:
+            x = self._run_block(index, tokens)
+        return x.to(tokens.x.dtype) if autocast else x
+
+    def _embed(self, image: Tensor) -> Tokens:
+        raise NotImplementedError
+
+    def _run_block(self, index: int, tokens: Tokens) -> Tensor:
         return self.vit.blocks[index](tokens.x, **tokens.block_kwargs)
 
 
 class VisionTransformerFamily(ViTFamily):
     """timm `VisionTransformer`: absolute position embedding (resampled per grid by timm)."""
 
-    def embed(self, image: Tensor) -> Tokens:
+    def _embed(self, image: Tensor) -> Tokens:
         vit = self.vit
         x = vit.patch_embed(image)  # B×h×w×D with dynamic_img_size
         grid = (x.shape[1], x.shape[2])  # no int(): sizes stay symbolic under torch.export (ONNX export)
@@ -97,22 +118,22 @@ class VisionTransformerFamily(ViTFamily):
 class EvaFamily(ViTFamily):
     """timm `Eva`: optional absolute embedding plus rotary embeddings handed to every block."""
 
-    def __init__(self, vit: nn.Module) -> None:
-        super().__init__(vit)
+    def __init__(self, vit: nn.Module, frozen_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(vit, frozen_dtype)
         if getattr(vit, "rope", None) is not None:
             self.extra_tokens_refusal = (
                 "its attention applies rotary position embeddings (RoPE) to every token after the prefix, so "
                 "tokens without a grid position would shift every patch's rotation"
             )
 
-    def embed(self, image: Tensor) -> Tokens:
+    def _embed(self, image: Tensor) -> Tokens:
         vit = self.vit
         x = vit.patch_embed(image)
         grid = (x.shape[1], x.shape[2])  # no int(): sizes stay symbolic under torch.export (ONNX export)
         x, rope = vit._pos_embed(x)
         return Tokens(vit.norm_pre(x), grid, vit.num_prefix_tokens, {"rope": rope})
 
-    def run_block(self, index: int, tokens: Tokens) -> Tensor:
+    def _run_block(self, index: int, tokens: Tokens) -> Tensor:
         rope = tokens.block_kwargs["rope"]
         if getattr(self.vit, "rope_mixed", False) and rope is not None:
             rope = rope[index]  # mixed RoPE: one embedding per depth
@@ -135,8 +156,8 @@ class BeitFamily(ViTFamily):
         "no bias entry"
     )
 
-    def __init__(self, vit: nn.Module) -> None:
-        super().__init__(vit)
+    def __init__(self, vit: nn.Module, frozen_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(vit, frozen_dtype)
         # inputs of any size, padded at the bottom and right to whole patches: ceil(H/p) x ceil(W/p) tokens
         vit.patch_embed.strict_img_size = False
         vit.patch_embed.dynamic_img_pad = True
@@ -144,7 +165,7 @@ class BeitFamily(ViTFamily):
         tables += vit.rel_pos_bias is not None
         self.relative_bias = RelativeBiasResampler(capacity=CACHED_GRIDS * max(tables, 1))
 
-    def embed(self, image: Tensor) -> Tokens:
+    def _embed(self, image: Tensor) -> Tokens:
         vit = self.vit
         x = vit.patch_embed(image)
         grid = tuple(vit.patch_embed.dynamic_feat_size(tuple(image.shape[-2:])))
@@ -166,7 +187,7 @@ class BeitFamily(ViTFamily):
         )
         return Tokens(vit.pos_drop(x), grid, 1, {"shared_rel_pos_bias": bias})
 
-    def run_block(self, index: int, tokens: Tokens) -> Tensor:
+    def _run_block(self, index: int, tokens: Tokens) -> Tensor:
         block = self.vit.blocks[index]
         attn = block.attn
         if getattr(attn, "relative_position_bias_table", None) is None:
@@ -188,12 +209,13 @@ REFUSALS = {
 }
 
 
-def family_for(vit: nn.Module, name: str) -> ViTFamily:
+def family_for(vit: nn.Module, name: str, frozen_dtype: torch.dtype = torch.float32) -> ViTFamily:
     """The family runner for a timm model, or a ValueError that says why the model cannot be adapted.
 
     Args:
         vit: the timm model.
         name: its timm name (for the message).
+        frozen_dtype: the dtype its weight matrices are kept in.
     """
     from timm.models.beit import Beit
     from timm.models.eva import Eva
@@ -201,11 +223,11 @@ def family_for(vit: nn.Module, name: str) -> ViTFamily:
 
     for cls, family in ((VisionTransformer, VisionTransformerFamily), (Eva, EvaFamily), (Beit, BeitFamily)):
         if isinstance(vit, cls):
-            return family(vit)
+            return family(vit, frozen_dtype)
     cls_name = type(vit).__name__
     reason = REFUSALS.get(cls_name, f"its class {cls_name} is not one of the plain-ViT families")
     raise ValueError(
         f"model.backbone.name={name!r} cannot be adapted: {reason}. Supported: timm VisionTransformer models "
-        "(vit_*, deit*, *_dinov2, CLIP, SigLIP, flexivit_*), Eva models (eva02_*, vit_pe_*, *_rope_*) and Beit "
-        "(beit_*, beitv2_*)."
+        "(vit_*, deit*, *_dinov2, CLIP, SigLIP, flexivit_*), Eva models (eva02_*, vit_pe_*, *_rope_*, *_dinov3*) and "
+        "Beit (beit_*, beitv2_*)."
     )

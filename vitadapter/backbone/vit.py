@@ -2,96 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import weakref
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import timm
 import torch
 from torch import nn
 
+from vitadapter.backbone.build import build_frozen_vit
 from vitadapter.backbone.families import ViTFamily, family_for
-from vitadapter.backbone.fingerprint import state_fingerprint
-from vitadapter.backbone.weights import file_overlay, pretrained_source
-
-log = logging.getLogger(__name__)
-
-
-def evenly_spaced_taps(depth: int, count: int = 4) -> list[int]:
-    """Returns `count` block indices spread evenly over `depth` blocks, ending at the last one.
-
-    Args:
-        depth: number of transformer blocks.
-        count: number of taps.
-
-    Returns:
-        0-based block indices, e.g. [2, 5, 8, 11] for depth 12 (blocks 3, 6, 9, 12).
-    """
-    if depth < count:
-        raise ValueError(f"a ViT of depth {depth} cannot provide {count} distinct taps")
-    return [(k + 1) * depth // count - 1 for k in range(count)]
-
-
-def create_timm_vit(
-    name: str,
-    pretrained: bool = False,
-    checkpoint: str | None = None,
-    seed: int = 0,
-    model_kwargs: dict[str, Any] | None = None,
-) -> nn.Module:
-    """Creates a headless timm ViT at timm's own image size.
-
-    The model is never rebuilt for an input size: the encoder resamples position embeddings (and
-    BEiT's relative-position tables) to each input's grid on the fly, so one set of weights, and one
-    fingerprint, serves every input size and task.
-
-    Args:
-        name: any supported timm ViT name (see `vitadapter.backbone.families`).
-        pretrained: load timm's pretrained weights: from the local Hugging Face cache when they are
-            there (no network call), else downloaded; with neither, `PretrainedWeightsUnavailable`
-            says what to do within seconds (see `vitadapter.backbone.weights`).
-        checkpoint: a local weights file; loaded by timm, which adapts it to the model.
-        seed: initialisation seed when no weights are loaded, so random backbones are reproducible.
-        model_kwargs: extra timm constructor arguments (e.g. `depth`, `patch_size` for demos).
-
-    Returns:
-        The timm model.
-    """
-    if name not in timm.list_models() and name not in timm.list_pretrained():
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
-        raise ValueError(f"model.backbone.name={name!r} is not a timm model; similar names: {close}")
-    kwargs: dict[str, Any] = dict(model_kwargs or {})
-    kwargs["num_classes"] = 0
-    if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(
-                f"model.backbone.checkpoint={checkpoint!r} does not exist; give the path of a weights file "
-                "(.pth/.bin/.safetensors) for the timm model, or set model.backbone.checkpoint=null"
-            )
-        pretrained = True
-        kwargs["pretrained_cfg_overlay"] = file_overlay(checkpoint)
-    elif pretrained:
-        kwargs["pretrained_cfg_overlay"] = pretrained_source(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        try:  # VisionTransformer and Eva resample their position embedding per input themselves
-            vit = timm.create_model(name, pretrained=pretrained, dynamic_img_size=True, dynamic_img_pad=True, **kwargs)
-        except TypeError as error:  # Beit and refused families have no such arguments
-            if "dynamic_img" not in str(error):
-                raise
-            torch.manual_seed(seed)
-            vit = timm.create_model(name, pretrained=pretrained, **kwargs)
-    if not pretrained:
-        log.warning(
-            "Backbone %r has RANDOM weights (model.backbone.pretrained=false, seed %d): its features carry no "
-            "knowledge. Fine for demos and tests; for real use set model.backbone.pretrained=true or "
-            "model.backbone.checkpoint=/path/to/weights.",
-            name,
-            seed,
-        )
-    return vit
+from vitadapter.backbone.precision import dtype_name, is_low_precision, master_copy, parse_frozen_dtype
+from vitadapter.backbone.taps import resolve_taps
 
 
 class ViTBackbone(nn.Module):
@@ -99,8 +21,21 @@ class ViTBackbone(nn.Module):
 
     Every tensor of the ViT is frozen (`requires_grad=False`) and recorded as the frozen set when it
     is built; its modules stay in eval mode (no dropout or drop-path). A PEFT method may later wrap
-    its sublayers or unfreeze some of its tensors; the encoder runs its blocks
-    (`vitadapter.encoder.Encoder`).
+    its sublayers or unfreeze some of its tensors (`unfreeze`); the encoder runs its blocks
+    (`vitadapter.encoder.Encoder`). The weight matrices are kept in `frozen_dtype`
+    (`vitadapter.backbone.precision`); the model is built without a float32 copy (`vitadapter.backbone.build`).
+
+    Args:
+        name: a timm ViT name (`vitadapter.backbone.families`).
+        pretrained: load timm's pretrained weights (cache, else download).
+        checkpoint: a local weights file instead (.safetensors, .pth, .bin), memory-mapped.
+        seed: initialisation seed of random weights (and of tensors a weights file lacks).
+        out_indices: tapped blocks: indices (negative from the end), "even4" (four evenly spaced blocks ending at
+            the last, `vitadapter.backbone.taps`) or None (the same).
+        grad_checkpointing: recompute the blocks that record a graph in the backward pass.
+        model_kwargs: extra timm constructor arguments.
+        frozen_dtype: "float32" (default), "bfloat16" or "float16": the dtype the frozen weight matrices are kept in.
+        device: where the weights are made ("cpu"; "meta" builds the structure only, without values or fingerprint).
 
     Attributes:
         vit: the timm model.
@@ -111,7 +46,9 @@ class ViTBackbone(nn.Module):
         depth: number of blocks.
         out_indices: 0-based indices of the tapped blocks.
         mean, std: the normalisation the weights expect (0..1 pixel units).
-        fingerprint: SHA-256 of the frozen weights as built (independent of any input size).
+        fingerprint: SHA-256 of the frozen weights as loaded (independent of any input size and of `frozen_dtype`;
+            None on the meta device).
+        frozen_dtype: the dtype of the frozen weight matrices.
     """
 
     def __init__(
@@ -120,18 +57,22 @@ class ViTBackbone(nn.Module):
         pretrained: bool = False,
         checkpoint: str | None = None,
         seed: int = 0,
-        out_indices: Sequence[int] | None = None,
+        out_indices: Sequence[int] | str | None = None,
         grad_checkpointing: bool = False,
         model_kwargs: dict[str, Any] | None = None,
+        frozen_dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
     ) -> None:
         super().__init__()
         self.name = name
         self.model_kwargs = dict(model_kwargs or {})
-        self.vit = create_timm_vit(name, pretrained, checkpoint, seed, model_kwargs)
-        self.family: ViTFamily = family_for(self.vit, name)
+        self.frozen_dtype = parse_frozen_dtype(frozen_dtype)
+        built = build_frozen_vit(name, pretrained, checkpoint, seed, model_kwargs, self.frozen_dtype, device)
+        self.vit = built.vit
+        self.fingerprint = built.fingerprint
+        self.family: ViTFamily = family_for(self.vit, name, self.frozen_dtype)
         self.vit.requires_grad_(False)
         self.vit.eval()
-        self.fingerprint = state_fingerprint(self.vit)
         # weak references, not bare ids: a merged-away tensor's (or module's) id may be reused by a new one
         self._frozen_tensors = {id(t): weakref.ref(t) for t in (*self.vit.parameters(), *self.vit.buffers())}
         # each pretrained tensor's timm state-dict name: a method may move the tensor (LoRA's `qkv.base_layer`)
@@ -146,10 +87,7 @@ class ViTBackbone(nn.Module):
         self.patch_size: int = patch[0] if isinstance(patch, Sequence) else patch
         self.num_prefix_tokens: int = getattr(self.vit, "num_prefix_tokens", 1)
         self.depth: int = len(self.vit.blocks)
-        taps = list(out_indices) if out_indices is not None else evenly_spaced_taps(self.depth)
-        if any(not -self.depth <= i < self.depth for i in taps):
-            raise ValueError(f"model.backbone.out_indices={taps} outside the {self.depth} blocks of {name!r}")
-        self.out_indices = [i % self.depth for i in taps]
+        self.out_indices = resolve_taps(out_indices, self.depth, name)
         data_cfg = timm.data.resolve_model_data_config(self.vit)
         self.mean: tuple[float, ...] = tuple(float(v) for v in data_cfg["mean"])
         self.std: tuple[float, ...] = tuple(float(v) for v in data_cfg["std"])
@@ -172,6 +110,36 @@ class ViTBackbone(nn.Module):
     def is_frozen_tensor(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` belongs to the pretrained ViT as built and does not train now."""
         return not tensor.requires_grad and self.is_pretrained_tensor(tensor)
+
+    def unfreeze(self, tensors: Iterable[nn.Parameter]) -> None:
+        """Makes some of the ViT's own parameters train (BitFit, norm tuning, full fine-tuning).
+
+        A parameter kept in a low-precision frozen dtype is replaced, in every slot that holds it, by a float32
+        master copy of its stored values, which stays a pretrained tensor of the same name: the optimiser updates
+        float32 values and checkpoints hold them.
+
+        Args:
+            tensors: parameters of `vit` (pretrained ones, frozen or not).
+        """
+        tensors = list(tensors)
+        if not any(is_low_precision(t.dtype) for t in tensors):
+            for tensor in tensors:
+                tensor.requires_grad_(True)
+            return
+        slots: dict[int, list[tuple[nn.Module, str]]] = {}
+        for module in self.vit.modules():
+            for attribute, tensor in module._parameters.items():
+                if tensor is not None:
+                    slots.setdefault(id(tensor), []).append((module, attribute))
+        for tensor in tensors:
+            if not is_low_precision(tensor.dtype):
+                tensor.requires_grad_(True)
+                continue
+            master = master_copy(tensor)
+            for module, attribute in slots.get(id(tensor), []):
+                module._parameters[attribute] = master
+            self._frozen_tensors[id(master)] = weakref.ref(master)
+            self._pretrained_names[id(master)] = self._pretrained_names[id(tensor)]
 
     def frozen_tensor_slots(self) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
         """Where each frozen pretrained tensor sits now, wherever a method moved it.
@@ -200,6 +168,11 @@ class ViTBackbone(nn.Module):
             common = shared.setdefault(name, tensor)
             if common is tensor:
                 continue
+            if common.dtype != tensor.dtype:
+                raise ValueError(
+                    f"frozen tensor {name!r} is {dtype_name(tensor.dtype)} here but {dtype_name(common.dtype)} in the "
+                    "backbones it would share with: build every task with the same model.backbone.frozen_dtype"
+                )
             if common.shape != tensor.shape or common.dtype != tensor.dtype or not torch.equal(common, tensor):
                 raise ValueError(f"frozen tensor {name!r} differs between the backbones that share it; "
                                  "only backbones with the same fingerprint can share frozen weights")
