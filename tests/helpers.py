@@ -41,9 +41,9 @@ def _neck_overrides(neck: str | None) -> list[str]:
 
 
 def experiment_neck(experiment: str) -> str | None:
-    """The neck an experiment's file name implies (`*_vit_adapter`; `*_linear`: the linear protocols read the tapped
-    tokens), else None (its own)."""
-    if experiment.endswith("_vit_adapter"):
+    """The neck an experiment's file name implies (`*_vit_adapter`, `*_dinov3`: DINOv3's extractor-only ViT-Adapter;
+    `*_linear`: the linear protocols read the tapped tokens), else None (its own)."""
+    if experiment.endswith(("_vit_adapter", "_dinov3")):
         return "vit_adapter"
     return "tokens" if experiment.endswith("_linear") else None
 
