@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,11 +28,13 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
-from vitadapter.cost import SavedTensorCounter
-from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.tasks import trainable_param_groups
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vitadapter.cost import SavedTensorCounter  # noqa: E402
+from vitadapter.run.build import build_datamodule_and_task  # noqa: E402
+from vitadapter.tasks import trainable_param_groups  # noqa: E402
+
 SIDE = ["model/adapter=none", "model/neck=vit_adapter", "model.neck.inject=false"]
 CHECKPOINTING = ["model.neck.grad_checkpointing=true", "model.head.grad_checkpointing=true"]
 # name -> (table label, config overrides)
@@ -124,19 +127,17 @@ def comparisons(results: dict[str, dict[str, Any]]) -> list[str]:
     full = results.get("full")
     for variant in ("vit_adapter_side", "vit_adapter_side_cp"):
         if full is not None and variant in results:
-            r = results[variant]
-            lines.append(f"{VARIANTS[variant][0]}: saved activations {_ratio(r, full, 'activations_mb')} full "
-                         f"fine-tuning's, step time {_ratio(r, full, 'step_ms')}")
+            lines.append(f"{VARIANTS[variant][0]} vs full fine-tuning: {_ratios(results[variant], full)}")
     plain, checkpointed = results.get("vit_adapter_side"), results.get("vit_adapter_side_cp")
     if plain is not None and checkpointed is not None:
-        lines.append("checkpointing the side mode's neck and head: step time "
-                     f"{_ratio(checkpointed, plain, 'step_ms')}, saved activations "
-                     f"{_ratio(checkpointed, plain, 'activations_mb')}")
+        lines.append(f"checkpointing the side mode's neck and head: {_ratios(checkpointed, plain)}")
     return lines
 
 
-def _ratio(result: dict[str, Any], reference: dict[str, Any], key: str) -> str:
-    return f"{result[key] / reference[key]:.2f}x ({result[key]:.0f} / {reference[key]:.0f})"
+def _ratios(result: dict[str, Any], reference: dict[str, Any]) -> str:
+    return ", ".join(f"{label} {result[key] / reference[key]:.2f}x ({result[key]:.0f} / {reference[key]:.0f} {unit})"
+                     for label, key, unit in (("saved activations", "activations_mb", "MB"),
+                                              ("step time", "step_ms", "ms")))
 
 
 def main() -> None:
