@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from vitadapter.backbone import ViTBackbone, build_frozen_vit, state_fingerprint
 from vitadapter.backbone.deferred_init import DeferredInit, NotDrawnError
+from vitadapter.backbone.lazy_loading import MappedFile
 
 DINOV3 = "vit_small_patch16_dinov3_qkvb"
 DEPTH2 = {"depth": 2}
@@ -146,3 +148,30 @@ def test_legacy_torch_save_files_still_load(tmp_path: Path, caplog: pytest.LogCa
         backbone = ViTBackbone("test_vit", checkpoint=str(tmp_path / "legacy.pth"), frozen_dtype="bfloat16")
     assert "cannot be memory-mapped" in caplog.text
     assert torch.equal(backbone.vit.state_dict()["pos_embed"], state["pos_embed"].to(torch.bfloat16))
+
+
+def _resident_kib(low: int, high: int) -> int:
+    """The resident size of this process's mapping [low, high) (from /proc/self/smaps)."""
+    inside = False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split()[0]:
+            inside = tuple(int(b, 16) for b in line.split()[0].split("-")) == (low, high)
+        elif inside and line.startswith("Rss:"):
+            return int(line.split()[1])
+    raise AssertionError("mapping not found")
+
+
+def test_copied_pages_of_a_mapped_file_are_given_back_and_nothing_else(tmp_path: Path) -> None:
+    values = torch.randn(4, 1 << 16)  # 1 MiB: whole pages
+    save_file({"w": values}, str(tmp_path / "w.safetensors"))
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as handle:
+        mapped_tensor = handle.get_tensor("w")
+        mapped = MappedFile(tmp_path / "w.safetensors")
+        assert len(mapped.ranges) == 1 and torch.equal(mapped_tensor, values)
+        assert _resident_kib(*mapped.ranges[0]) >= 1024
+        anonymous = values.clone()
+        mapped.release(anonymous)  # not in the file's mapping: left alone
+        mapped.release(mapped_tensor)
+        assert _resident_kib(*mapped.ranges[0]) <= 8  # at most the partly used first and last pages
+        assert torch.equal(anonymous, values) and torch.equal(mapped_tensor, values)  # re-read from the file
+    assert MappedFile(None).ranges == []

@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 from vitadapter.backbone.deferred_init import DeferredInit, NotDrawnError
 from vitadapter.backbone.fingerprint import WeightsHasher, state_fingerprint
-from vitadapter.backbone.lazy_loading import CapturedLoad, capture_pretrained_load, check_loadable, is_placeholder
+from vitadapter.backbone.lazy_loading import (
+    CapturedLoad,
+    MappedFile,
+    capture_pretrained_load,
+    check_loadable,
+    is_placeholder,
+)
 from vitadapter.backbone.precision import stored_dtype
 from vitadapter.backbone.weights import file_overlay, pretrained_source
 
@@ -93,7 +99,7 @@ def place(vit: nn.Module, name: str, value: Tensor) -> None:
 
 
 def materialize(vit: nn.Module, value_of: Callable[[str, Tensor], Tensor], frozen_dtype: torch.dtype,
-                device: torch.device) -> str:
+                device: torch.device, copied: Callable[[Tensor], None] | None = None) -> str:
     """Replaces every meta tensor of `vit` by its value, one at a time; returns the fingerprint.
 
     Args:
@@ -101,6 +107,7 @@ def materialize(vit: nn.Module, value_of: Callable[[str, Tensor], Tensor], froze
         value_of: (name, meta tensor) -> its value as loaded (any dtype, on the CPU).
         frozen_dtype: the dtype weights are kept in.
         device: where the tensors go.
+        copied: called with each value once it is hashed and copied (to give a weights file's pages back).
 
     Returns:
         The fingerprint of the weights as loaded, converted to the dtype timm builds them in (float32).
@@ -109,10 +116,13 @@ def materialize(vit: nn.Module, value_of: Callable[[str, Tensor], Tensor], froze
     persistent = vit.state_dict(keep_vars=True)
     for name in sorted(persistent):
         meta = persistent[name]
-        loaded = value_of(name, meta).to(meta.dtype)
+        value = value_of(name, meta)
+        loaded = value.to(meta.dtype)
         hasher.add(name, loaded)
         kept = torch.empty_like(meta, dtype=stored_dtype(loaded, frozen_dtype), device=device)
         place(vit, name, kept.copy_(loaded))
+        if copied is not None:
+            copied(value)
     for name, buffer in list(vit.named_buffers()):
         if buffer.is_meta:  # not in the state dict: derived buffers (RoPE periods, index tables) keep their dtype
             place(vit, name, torch.empty_like(buffer, device=device).copy_(value_of(name, buffer)))
@@ -167,13 +177,14 @@ def _build_loaded(name: str, seed: int, kwargs: dict[str, Any], frozen_dtype: to
 
     def value_of(tensor_name: str, meta: Tensor) -> Tensor:
         if tensor_name in state:
-            return state.pop(tensor_name)  # dropped once copied: its file pages are released with it
+            return state.pop(tensor_name)
         try:
             return init.materialize(meta)
         except NotDrawnError:
             return random_init.value(tensor_name)
 
-    return BuiltViT(vit, materialize(vit, value_of, frozen_dtype, device))
+    mapped = MappedFile(kwargs.get("pretrained_cfg_overlay", {}).get("file"))
+    return BuiltViT(vit, materialize(vit, value_of, frozen_dtype, device, mapped.release))
 
 
 def _build_classic(name: str, seed: int, kwargs: dict[str, Any], frozen_dtype: torch.dtype,

@@ -9,17 +9,23 @@ model it materialises (`vitadapter.backbone.build`).
 
 Nothing is read twice or held twice: safetensors files are opened by timm through safetensors' `safe_open`, whose
 tensors are views of a memory map of the file, and `.pth`/`.bin` files are read with `torch.load(mmap=True,
-weights_only=True)`, so a tensor's bytes are read from disk when it is copied. Those pages belong to the kernel's
-page cache (they count in a process's resident size while mapped, but are dropped under memory pressure and never
-swapped). Legacy (pre-zip) `torch.save` files cannot be mapped and are read whole.
+weights_only=True)`, so a tensor's bytes are read from disk when it is copied. Once copied, its pages are handed
+back (`MappedFile.release`, Linux): they would otherwise count in the process's resident size until the whole file
+is unmapped, a second copy of the weights in the page cache. Legacy (pre-zip) `torch.save` files cannot be mapped
+and are read whole.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -119,3 +125,40 @@ def check_loadable(state_dict: dict[str, Tensor], model_state: dict[str, Tensor]
 def is_placeholder(tensor: Tensor) -> bool:
     """Whether a state-dict value carries no data (a meta tensor a filter took from the model being built)."""
     return isinstance(tensor, torch.Tensor) and tensor.is_meta
+
+
+class MappedFile:
+    """The address ranges where a weights file is memory-mapped in this process, to give pages back once copied.
+
+    Args:
+        path: the weights file (symlinks resolved: the Hugging Face cache links to blobs); None: nothing to release.
+    """
+
+    _MADV_DONTNEED = 4
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        if path is None or not sys.platform.startswith("linux"):
+            return
+        target = os.path.realpath(path)
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip() == target and fields[1].endswith("p"):
+                    low, high = (int(bound, 16) for bound in fields[0].split("-"))
+                    self.ranges.append((low, high))
+
+    def release(self, tensor: Tensor) -> None:
+        """Drops the whole pages of a copied tensor's bytes from this process (they are re-read if touched again).
+
+        Only for a tensor that lies in the file's private mapping, after its values were copied: its mapped pages
+        hold nothing that is not in the file.
+        """
+        start = tensor.data_ptr()
+        end = start + tensor.numel() * tensor.element_size()
+        if not any(low <= start and end <= high for low, high in self.ranges):
+            return
+        first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), self._MADV_DONTNEED)

@@ -4,8 +4,8 @@
 
 * **Which tensors.** The weight matrices and embeddings (every parameter and persistent buffer with two or more
   dimensions: Linear and patch-embedding weights, class/register tokens, position embeddings) are kept in the
-  frozen dtype. Vectors (biases, norm scales and shifts, LayerScale gammas) stay float32: they are about 0.1% of
-  the bytes, keep every LayerNorm exact, and are what BitFit and norm tuning train, so those methods train float32
+  frozen dtype. Vectors (biases, norm scales and shifts, LayerScale gammas) stay float32: they are 0.06% of a
+  7B's bytes, keep every LayerNorm exact, and are what BitFit and norm tuning train, so those methods train float32
   tensors as they are. Derived buffers (RoPE periods, index tables) stay as timm builds them.
 * **What trains is float32.** A method's own modules are built in float32; a frozen matrix that a method unfreezes
   (`model/adapter=full`) becomes a float32 master copy of the stored values first (`master_copy`).
