@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vitadapter.backbone import ViTBackbone, build_frozen_vit, state_fingerprint
+from vitadapter.backbone.build import _build_classic, timm_arguments
 from vitadapter.backbone.deferred_init import DeferredInit, NotDrawnError
 from vitadapter.backbone.lazy_loading import MappedFile
 
@@ -175,3 +176,13 @@ def test_copied_pages_of_a_mapped_file_are_given_back_and_nothing_else(tmp_path:
         assert _resident_kib(*mapped.ranges[0]) <= 8  # at most the partly used first and last pages
         assert torch.equal(anonymous, values) and torch.equal(mapped_tensor, values)  # re-read from the file
     assert MappedFile(None).ranges == []
+
+
+def test_models_that_load_their_weights_themselves_are_built_in_float32_then_cast(tmp_path: Path) -> None:
+    save_file(timm.create_model("test_vit", num_classes=0).state_dict(), str(tmp_path / "w.safetensors"))
+    _, kwargs = timm_arguments("test_vit", False, str(tmp_path / "w.safetensors"), None)
+    classic = _build_classic("test_vit", 0, kwargs, torch.bfloat16, torch.device("cpu"))  # the .npz route
+    streamed = build_frozen_vit("test_vit", checkpoint=str(tmp_path / "w.safetensors"), frozen_dtype=torch.bfloat16)
+    assert classic.fingerprint == streamed.fingerprint
+    assert all(torch.equal(a, b) and a.dtype == b.dtype
+               for a, b in zip(classic.vit.state_dict().values(), streamed.vit.state_dict().values()))

@@ -31,13 +31,7 @@ from torch import Tensor, nn
 
 from vitadapter.backbone.deferred_init import DeferredInit, NotDrawnError
 from vitadapter.backbone.fingerprint import WeightsHasher, state_fingerprint
-from vitadapter.backbone.lazy_loading import (
-    CapturedLoad,
-    MappedFile,
-    capture_pretrained_load,
-    check_loadable,
-    is_placeholder,
-)
+from vitadapter.backbone.lazy_loading import MappedFile, capture_pretrained_load, check_loadable, is_placeholder
 from vitadapter.backbone.precision import stored_dtype
 from vitadapter.backbone.weights import file_overlay, pretrained_source
 
@@ -162,11 +156,12 @@ def _build_random(name: str, seed: int, kwargs: dict[str, Any], frozen_dtype: to
 
 def _build_loaded(name: str, seed: int, kwargs: dict[str, Any], frozen_dtype: torch.dtype,
                   device: torch.device) -> BuiltViT:
-    captured = CapturedLoad()
+    if kwargs.get("pretrained_cfg_overlay", {}).get("custom_load"):  # a JAX .npz file: the model loads it itself
+        return _build_classic(name, seed, kwargs, frozen_dtype, device)
     with torch.random.fork_rng(devices=[]), torch.device(META), DeferredInit(random_draws=False) as init, \
             capture_pretrained_load() as captured:
         vit = create_seeded(name, True, seed, kwargs)
-    if captured.state_dict is None:
+    if captured.state_dict is None:  # a download the model loads itself (an .npz URL)
         return _build_classic(name, seed, kwargs, frozen_dtype, device)
     state = {k: v for k, v in captured.state_dict.items() if not is_placeholder(v)}
     missing = check_loadable(state, vit.state_dict(keep_vars=True), captured.strict)

@@ -245,8 +245,7 @@ class DeferredInit(TorchDispatchMode):
         """The generator state before a random op; runs it (advancing the generator as the eager build) if drawing."""
         if not self.random_draws:
             return _NOT_DRAWN
-        generator = kwargs.get("generator") or torch.default_generator
-        state = generator.get_state()
+        state = _generator(kwargs).get_state()
         run()
         return state
 
@@ -258,18 +257,20 @@ class DeferredInit(TorchDispatchMode):
     def materialize(self, tensor: Tensor, device: torch.device | str = "cpu") -> Tensor:
         """The values of a meta tensor recorded here, computed on `device` in its own dtype.
 
-        The default CPU generator is left as it was.
+        Every generator the replay draws from is left as it was.
         """
         source = self._sources.get(_storage_key(tensor))
         if source is None:
             raise KeyError(f"a meta tensor of shape {tuple(tensor.shape)} was not created under this DeferredInit")
         storage = torch.zeros(source.numel, dtype=source.dtype, device="cpu")
-        outer = torch.default_generator.get_state()
+        generators = {id(g): g for g in (_generator(step.kwargs) for step in source.steps)}
+        states = {key: generator.get_state() for key, generator in generators.items()}
         try:
             for step in source.steps:
                 _replay(step, storage)
         finally:
-            torch.default_generator.set_state(outer)
+            for key, generator in generators.items():
+                generator.set_state(states[key])
         return _Target.of(tensor).on(storage).to(device)
 
 
@@ -282,6 +283,11 @@ def _copy_of(value: Tensor) -> Tensor:
     return value
 
 
+def _generator(kwargs: dict[str, Any]) -> torch.Generator:
+    """The generator a random op draws from (the default CPU generator unless one is given)."""
+    return kwargs.get("generator") or torch.default_generator
+
+
 def _bind(tree: Any, tensor: Tensor) -> Any:
     return tree_map(lambda v: tensor if isinstance(v, _Target) else v, tree)
 
@@ -290,8 +296,7 @@ def _replay(step: _Step, storage: Tensor) -> None:
     if step.rng_state is _NOT_DRAWN:
         raise NotDrawnError(f"{step.func} was recorded without drawing its random numbers")
     if step.rng_state is not None:
-        generator = step.kwargs.get("generator") or torch.default_generator
-        generator.set_state(step.rng_state)
+        _generator(step.kwargs).set_state(step.rng_state)
     view = step.target.on(storage)
     if step.creates:
         view.copy_(step.func(*step.args, **step.kwargs))
