@@ -74,6 +74,14 @@ def test_meta_device_backbones_hold_no_values() -> None:
     assert all(t.is_meta for t in (*backbone.vit.parameters(), *backbone.vit.buffers()))
 
 
+def test_meta_device_backbones_keep_the_dtypes_of_a_real_build() -> None:
+    # memory estimates read the bytes of a meta build: each tensor must be in the dtype a real build keeps it in
+    meta = ViTBackbone("test_vit", device="meta", frozen_dtype="bfloat16").vit.state_dict()
+    real = ViTBackbone("test_vit", frozen_dtype="bfloat16").vit.state_dict()
+    assert {k: v.dtype for k, v in meta.items()} == {k: v.dtype for k, v in real.items()}
+    assert {v.dtype for v in meta.values()} == {torch.bfloat16, torch.float32}
+
+
 def _timm_load(name: str, path: Path, seed: int, **kwargs) -> nn.Module:
     torch.manual_seed(seed)
     return timm.create_model(name, num_classes=0, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)

@@ -12,7 +12,8 @@ dtype (`vitadapter.backbone.precision.stored_dtype`) and placed, so the peak is 
   computed as the eager build computes it, so a bfloat16 build equals, bit for bit, the float32 build cast to
   bfloat16, and both have the same fingerprint. A float32 random build is timm's eager one (there is nothing to
   save: the model is float32 anyway).
-* **`device="meta"`**: the structure only (no values, no fingerprint), for checks and memory estimates.
+* **`device="meta"`**: the structure only (no values, no fingerprint), each tensor in the dtype it would be kept in,
+  for checks and memory estimates.
 
 Models that load their weights themselves (JAX `.npz` files) are built the classic way, in float32, and cast.
 """
@@ -207,7 +208,7 @@ def build_frozen_vit(name: str, pretrained: bool = False, checkpoint: str | None
         seed: initialisation seed when no weights are loaded (and for tensors a file lacks).
         model_kwargs: extra timm constructor arguments (e.g. `depth`, `patch_size` for demos).
         frozen_dtype: the dtype the weight matrices are kept in (`vitadapter.backbone.precision`).
-        device: where the tensors are made; "meta" builds the structure only.
+        device: where the tensors are made; "meta" builds the structure only (in the kept dtypes).
 
     Returns:
         The model and its fingerprint.
@@ -216,7 +217,10 @@ def build_frozen_vit(name: str, pretrained: bool = False, checkpoint: str | None
     device = torch.device(device)
     if device.type == "meta":
         with torch.random.fork_rng(devices=[]), torch.device(META):
-            return BuiltViT(create_seeded(name, False, seed, kwargs), None)
+            vit = create_seeded(name, False, seed, kwargs)
+        for tensor_name, tensor in vit.state_dict(keep_vars=True).items():  # the dtypes a real build keeps
+            place(vit, tensor_name, tensor.detach().to(stored_dtype(tensor, frozen_dtype)))
+        return BuiltViT(vit, None)
     if pretrained:
         return _build_loaded(name, seed, kwargs, frozen_dtype, device)
     log.warning(
