@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import run_script, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import run_script, tiny_det_overrides, tiny_seg_overrides, train_in_process
 from vitadapter.export import load_trained_task
 from vitadapter.export.onnx_export import (
     AveragingAdaptivePool2d,
@@ -66,6 +66,24 @@ def test_cli_export_of_a_merged_lora_checkpoint_matches_pytorch(lora_checkpoint:
         assert logits.shape == (batch, task.num_classes, height, width)
         with torch.no_grad():
             torch.testing.assert_close(logits, reference(image), rtol=0, atol=ATOL)
+
+
+def test_a_bfloat16_trained_checkpoint_exports_as_float32(tmp_path: Path, seg_data_root: Path) -> None:
+    """A trunk trained with frozen weights in bfloat16 is rebuilt in float32 for export: the graph holds float32
+    weights only and gives the float32 build's logits."""
+    train_in_process(tmp_path / "run", "experiment=demo_seg", *tiny_seg_overrides(seg_data_root),
+                     "model.backbone.frozen_dtype=bfloat16")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    output = tmp_path / "model.onnx"
+    export_onnx(checkpoint, output)
+    initializers = onnx.load(str(output)).graph.initializer
+    kinds = {init.data_type for init in initializers if init.dims}
+    assert onnx.TensorProto.FLOAT in kinds and not kinds & {onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT16}
+    task = load_trained_task(checkpoint)
+    assert task.backbone.vit.blocks[0].attn.qkv.weight.dtype == torch.float32
+    image = _images(1, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(onnx_logits(output, image), whole_inference(task, image), rtol=0, atol=ATOL)
 
 
 @pytest.mark.slow

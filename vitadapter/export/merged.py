@@ -31,6 +31,10 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 def load_trained_task(ckpt_path: str | Path | TrainedCheckpoint, overrides: Sequence[str] = ()) -> L.LightningModule:
     """Rebuilds the task a train.py checkpoint was trained as and loads its weights (as eval.py does).
 
+    The frozen ViT is built in float32 whatever `model.backbone.frozen_dtype` it trained with: exported weights
+    and graphs are float32 (ONNX Runtime's CPU kernels have no bfloat16 convolution), and the checkpoint loads
+    because the fingerprint does not depend on the frozen dtype. An override given here still wins.
+
     Args:
         ckpt_path: a checkpoint written by train.py (or the `TrainedCheckpoint` already read).
         overrides: dotted `key=value` changes of the restored config (e.g. `model.backbone.checkpoint=...`
@@ -39,7 +43,7 @@ def load_trained_task(ckpt_path: str | Path | TrainedCheckpoint, overrides: Sequ
     Returns:
         The task in eval mode, its trained tensors loaded and its frozen backbone verified.
     """
-    return load_trained(ckpt_path, overrides)[1]
+    return load_trained(ckpt_path, ["model.backbone.frozen_dtype=float32", *overrides])[1]
 
 
 def merged_vit_state_dict(encoder: Encoder) -> dict[str, Tensor]:
