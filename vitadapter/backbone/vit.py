@@ -16,6 +16,18 @@ from vitadapter.backbone.precision import dtype_name, is_low_precision, master_c
 from vitadapter.backbone.taps import resolve_taps
 
 
+class _Held:
+    """A strong reference called like a `weakref.ref` (see `ViTBackbone.track_replaced_parameters`)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __call__(self) -> torch.Tensor:
+        return self.tensor
+
+
 class ViTBackbone(nn.Module):
     """A frozen timm ViT and the facts the rest of the model needs about it.
 
@@ -140,6 +152,22 @@ class ViTBackbone(nn.Module):
                 module._parameters[attribute] = master
             self._frozen_tensors[id(master)] = weakref.ref(master)
             self._pretrained_names[id(master)] = self._pretrained_names[id(tensor)]
+
+    def track_replaced_parameters(self, before: dict[str, torch.Tensor]) -> None:
+        """Keeps the pretrained and frozen sets when a wrapper (FSDP2's `fully_shard`) replaced the ViT's parameters by
+        new ones of the same names.
+
+        The new parameters are held by strong references: FSDP2 later swaps their contents in place (`Module.to`),
+        which torch refuses for a tensor with a weak reference; held, none of their ids can be reused meanwhile.
+
+        Args:
+            before: `vit.named_parameters()` as it was before the replacement.
+        """
+        for name, tensor in self.vit.named_parameters():
+            old = before.get(name)
+            if old is not None and old is not tensor and self.is_pretrained_tensor(old):
+                self._frozen_tensors[id(tensor)] = _Held(tensor)
+                self._pretrained_names[id(tensor)] = self._pretrained_names[id(old)]
 
     def frozen_tensor_slots(self) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
         """Where each frozen pretrained tensor sits now, wherever a method moved it.

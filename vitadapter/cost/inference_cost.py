@@ -77,11 +77,15 @@ def evaluating(task: L.LightningModule, device: torch.device) -> Iterator[L.Ligh
     """
     modes = {module: module.training for module in task.modules()}
     home = next(task.parameters()).device
-    task.to(device).eval()
+    moves = home != device  # not moved in place (a sharded model's parameters cannot be, between its forwards)
+    if moves:
+        task.to(device)
+    task.eval()
     try:
         yield task
     finally:
-        task.to(home)
+        if moves:
+            task.to(home)
         for module, training in modes.items():
             module.training = training
 

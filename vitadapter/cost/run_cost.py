@@ -12,6 +12,7 @@ Keys (sizes in MiB, 2**20 bytes):
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,16 @@ def run_cost(trainer: L.Trainer, task: L.LightningModule, datamodule: L.Lightnin
         figures.update(meter.figures())
     # the first batch with images: under data.skip_bad_samples a batch, or a rank's every batch, may have none
     batch = next((b for b in datamodule.val_dataloader() if configured_inference(task, b)[1]), None)
+    # a sharded model's forwards are collectives (trainer=fsdp): every rank times in step, those without a batch too
+    lockstep = getattr(trainer.strategy, "evaluation_lockstep", nullcontext)
     if batch is None:
         log.warning("this process has no validation image left to time (all skipped as bad): "
                     "perf/infer_ms_per_image is null here")
         figures["perf/infer_ms_per_image"] = None
-        return figures
-    figures["perf/infer_ms_per_image"] = inference_ms_per_image(
-        task, trainer.precision_plugin.convert_input(batch), trainer.strategy.root_device,
-        trainer.precision_plugin.forward_context)
+        with lockstep():
+            return figures
+    with lockstep():
+        figures["perf/infer_ms_per_image"] = inference_ms_per_image(
+            task, trainer.precision_plugin.convert_input(batch), trainer.strategy.root_device,
+            trainer.precision_plugin.forward_context)
     return figures

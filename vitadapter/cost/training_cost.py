@@ -26,6 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 MIB = 2**20
 CUDA_KIND = "cuda_allocated"
@@ -47,8 +48,13 @@ def median_after_warmup(durations: Sequence[float], warmup: int) -> tuple[float 
     return statistics.median(timed), len(timed)
 
 
+def _local(tensor: Tensor) -> Tensor:
+    """This process's part of a tensor (a sharded DTensor's local shard; any other tensor itself)."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 def _tensor_bytes(tensors: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, Tensor))
+    return sum(_local(t).numel() * t.element_size() for t in tensors if isinstance(t, Tensor))
 
 
 class SavedTensorCounter:
@@ -126,7 +132,7 @@ class TrainingCost(L.Callback):
             if timed:
                 torch.cuda.synchronize(device)
         elif self.saved_bytes is None and self._counter is None:
-            self._counter = SavedTensorCounter({p.untyped_storage().data_ptr() for p in pl_module.parameters()})
+            self._counter = SavedTensorCounter({_local(p).untyped_storage().data_ptr() for p in pl_module.parameters()})
             self._counter.start()
         if timed:
             self._start = self.clock()

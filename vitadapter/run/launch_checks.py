@@ -13,7 +13,7 @@ def uses_multiple_processes(trainer: DictConfig) -> bool:
     target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
     many = devices not in (1, "1", [0]) or int(nodes) > 1
-    return "ddp" in target.lower() and many
+    return ("ddp" in target.lower() or "fsdp" in target.lower()) and many
 
 
 def refuse_ddp_sweep_on_basic_launcher(cfg: DictConfig) -> None:

@@ -14,6 +14,7 @@ from vitadapter.encoder import Encoder
 from vitadapter.tasks.frozen_checkpoint import FrozenBackboneCheckpointing
 from vitadapter.tasks.loss_guard import check_finite_loss
 from vitadapter.tasks.optim import layer_decay_scales, trainable_param_groups
+from vitadapter.tasks.sharding import shard_task
 
 
 class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
@@ -62,6 +63,13 @@ class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
         if lr is None:
             raise ValueError("model.optimizer has no lr to scale; set model.optimizer.lr or model.adapter.lr")
         return {id(p): lr * scales.get(id(p), 1.0) for p in self.encoder.method_parameters()}
+
+    def configure_model(self) -> None:
+        """Under a sharding strategy (`trainer=fsdp`: Lightning gives the task a device mesh), shards the frozen trunk
+        and the trained parts across the processes (`vitadapter.tasks.sharding`); otherwise nothing."""
+        mesh = self.device_mesh
+        if mesh is not None:
+            shard_task(self, mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The configured optimiser over trainable parameters only (timm's weight-decay rules); lr set every step."""
