@@ -35,6 +35,7 @@ from vitadapter.backbone.fingerprint import WeightsHasher, state_fingerprint
 from vitadapter.backbone.lazy_loading import MappedFile, capture_pretrained_load, check_loadable, is_placeholder
 from vitadapter.backbone.precision import stored_dtype
 from vitadapter.backbone.weights import file_overlay, pretrained_source
+from vitadapter.utils.heap import release_free_heap
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ def materialize(vit: nn.Module, value_of: Callable[[str, Tensor], Tensor], froze
         place(vit, name, kept.copy_(loaded))
         if copied is not None:
             copied(value)
+        del value, loaded
+        release_free_heap()  # the float32 value just freed, lest the heap keep every one of them
     for name, buffer in list(vit.named_buffers()):
         if buffer.is_meta:  # not in the state dict: derived buffers (RoPE periods, index tables) keep their dtype
             place(vit, name, torch.empty_like(buffer, device=device).copy_(value_of(name, buffer)))

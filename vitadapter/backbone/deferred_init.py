@@ -27,6 +27,8 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
+from vitadapter.utils.heap import release_free_heap
+
 # torch.nn.init functions that return early on a meta tensor (no op reaches the dispatcher): recorded as one step each
 _SKIPPED_ON_META = ("trunc_normal_", "dirac_", "orthogonal_", "sparse_")
 # ops that create a tensor without values
@@ -247,6 +249,7 @@ class DeferredInit(TorchDispatchMode):
             return _NOT_DRAWN
         state = _generator(kwargs).get_state()
         run()
+        release_free_heap()  # the draw's throw-away tensor, freed: else the heap keeps a float32 model's worth
         return state
 
     def _current_value(self, value: Any) -> Any:
