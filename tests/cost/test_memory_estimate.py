@@ -11,12 +11,8 @@ from omegaconf import DictConfig
 from tests.helpers import compose_at, run_script, tiny_seg_overrides
 from vitadapter.cost import SavedTensorCounter
 from vitadapter.cost.dry_run import dry_run_step, forward_context
-from vitadapter.cost.memory_estimate import (
-    CPU_BASELINE_BYTES,
-    configured_optimizer,
-    estimate_training_memory,
-    tensor_bytes,
-)
+from vitadapter.cost.memory_estimate import CPU_BASELINE_BYTES, estimate_training_memory
+from vitadapter.cost.step_memory import configured_optimizer, tensor_bytes
 from vitadapter.run.build import build_datamodule_and_task
 
 # DINOv3's side network: extractor-only ViT-Adapter (checkpointed) on a bfloat16 frozen trunk, UPerNet + FCN
@@ -72,8 +68,9 @@ def test_activations_match_a_real_training_step(tmp_path: Path, case: str, preci
 
 def test_a_7b_trunk_is_estimated_on_the_meta_device(tmp_path: Path) -> None:
     cfg = _config(tmp_path, "dinov3_side", "model.backbone.name=vit_7b_patch16_dinov3",
-                  "model.backbone.frozen_dtype=bfloat16", "data.crop_size=224", "data.batch_size=1", "model.head.norm=gn",
-                  "model.head.channels=64")  # GroupNorm: 32 groups of 2 channels on the 1x1 pooled map
+                  "model.backbone.frozen_dtype=bfloat16", "data.crop_size=224", "data.batch_size=1",
+                  # one image: GroupNorm, 32 groups of 2 channels, on UPerNet's 1x1 pooled map
+                  "model.head.norm=gn", "model.head.channels=64")
     estimate = estimate_training_memory(cfg)
     # 6,716,030,976 parameters: the matrices in bfloat16, 3.9M vector elements (biases, norms, LayerScale) in float32
     assert 2 * 6_716_030_976 < estimate.frozen_weights < 2 * 6_716_030_976 + 2 * 4_000_000

@@ -1,48 +1,38 @@
 """Will it fit? The peak memory of a training run, predicted from its config before anything is built for real.
 
-The estimate is the sum of what a training step holds at its peak (the start of the backward pass of a step after
-the first, when the optimiser state exists):
+The estimate is the sum of what the run holds at its peak, in the second training step (its forward runs beside
+the first step's gradients and the optimiser state):
 
 * **frozen weights**: every tensor that does not train (the frozen ViT in its `frozen_dtype`, BatchNorm statistics);
 * **trained weights**, their **gradients** (one per trained tensor, in its dtype) and the **optimizer state** (the
-  configured optimiser stepped once on the trained tensors: AdamW keeps two float32 moments per tensor, plus a
-  one-element step count);
+  configured optimiser's, after a step: AdamW keeps two float32 moments per tensor, plus a one-element step count);
 * **activations**: the bytes autograd saves for backward in one training step at the configured batch and crop,
-  precision and device (`vitadapter.cost.saved_bytes`; parameters not counted);
+  precision and device (parameters not counted);
+* **transient**: the intermediates alive beside all of the above at the peak (a block's MLP hidden state, a
+  checkpointed region recomputed in the backward pass, the loss's upsampled logits);
 * **baseline** (CPU only): what a training process holds besides its tensors — the interpreter, torch, Lightning,
   timm and Hydra, the data pipeline, the allocator's free lists. It is measured, not derived: the peak resident
   set of a 2-step train.py run of a tiny model minus that model's own estimate (`scripts/benchmark_memory.py
-  --baseline`), 1.12 GB on Linux x86-64 with torch 2.14 and Lightning 2.6 (the imports alone: 1.06 GB). On CUDA the figure is the
-  allocator's peak (`torch.cuda.max_memory_allocated`), which holds no baseline (the CUDA context, ~0.5 GB, is
-  outside it).
+  --baseline`), 1.12 GB on Linux x86-64 with torch 2.14 and Lightning 2.6 (the imports alone: 1.05 GB). On CUDA the
+  figure is the allocator's peak (`torch.cuda.max_memory_allocated`), which holds no baseline (the CUDA context,
+  ~0.5 GB, is outside it).
 
-Everything is computed by a dry run (`vitadapter.cost.dry_run`): the task built on the meta device, one training
-step and one optimiser step run on fake tensors. It does not see a peak outside training (a validation image much
-larger than the crop) nor what a multi-GPU strategy shards.
+Everything comes from a dry run: the task built on the meta device, then two training steps (forward, backward,
+optimiser) on fake tensors (`vitadapter.cost.dry_run`, `vitadapter.cost.step_memory`). It does not see a peak
+outside training (a validation image much larger than the crop), what a multi-GPU strategy shards, nor an
+allocator's waste (the CPU's freed heap is not always given back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
-import lightning as L
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from vitadapter.cost.dry_run import (
-    crop_hw,
-    dry_run_step,
-    fake_task,
-    forward_context,
-    precision_name,
-    run_device,
-    training_batch,
-)
-from vitadapter.cost.saved_bytes import SavedBytes
-from vitadapter.tasks.optim import trainable_param_groups
+from vitadapter.cost.dry_run import crop_hw, fake_task, precision_name, run_device
+from vitadapter.cost.step_memory import simulate_training_steps, tensor_bytes
 
 GB = 10**9
 CPU_BASELINE_BYTES = 1_120_000_000
@@ -68,9 +58,11 @@ class MemoryEstimate:
     gradients: int
     optimizer_state: int
     activations: int
+    transient: int
     baseline: int
 
-    PARTS = ("frozen_weights", "trained_weights", "gradients", "optimizer_state", "activations", "baseline")
+    PARTS = ("frozen_weights", "trained_weights", "gradients", "optimizer_state", "activations", "transient",
+             "baseline")
 
     @property
     def total(self) -> int:
@@ -92,55 +84,12 @@ class MemoryEstimate:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "total": self.total}
 
 
-def tensor_bytes(tensors: Iterable[Tensor]) -> int:
-    """numel x element size, summed."""
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def weight_bytes(task: torch.nn.Module) -> tuple[int, int]:
     """(frozen, trained) bytes of a module: trained = parameters that require a gradient; frozen = the other
     parameters and every buffer (each tensor once)."""
     params = list(task.parameters())
     trained = tensor_bytes(p for p in params if p.requires_grad)
     return tensor_bytes(p for p in params if not p.requires_grad) + tensor_bytes(task.buffers()), trained
-
-
-def configured_optimizer(task: L.LightningModule) -> torch.optim.Optimizer:
-    """The task's configured optimiser over its trainable tensors, as `configure_optimizers` builds it."""
-    weight_decay = task.optimizer_setting("weight_decay") or 0.0
-    return task.optimizer_factory(trainable_param_groups(task, weight_decay=weight_decay,
-                                                         param_lr=task.method_param_lr()))
-
-
-def optimizer_state_bytes(task: L.LightningModule, mode: FakeTensorMode) -> int:
-    """Bytes of the configured optimiser's state after one step on `task`'s trained tensors (fake: no memory).
-
-    Args:
-        task: a task on fake tensors of `mode` (or on real ones, with any mode).
-        mode: the fake mode its tensors belong to.
-    """
-    optimizer = configured_optimizer(task)
-    trained = [p for group in optimizer.param_groups for p in group["params"]]
-    with mode:
-        for param in trained:
-            param.grad = torch.zeros_like(param)
-        optimizer.step()
-    for param in trained:
-        param.grad = None
-    return tensor_bytes(t for state in optimizer.state.values() for t in state.values() if isinstance(t, Tensor))
-
-
-def activation_bytes(task: L.LightningModule, cfg: DictConfig, mode: FakeTensorMode) -> int:
-    """Bytes autograd saves in one training step of `task` (on fake tensors of `mode`) at the configured batch."""
-    device = run_device(cfg.trainer)
-    with mode:
-        batch = training_batch(task, int(cfg.data.batch_size), crop_hw(cfg.data.crop_size), device)
-    try:
-        with mode, dry_run_step(task), forward_context(cfg, device), SavedBytes(exclude=task.parameters()) as saved:
-            task.training_step(batch, 0)
-    except (RuntimeError, ValueError) as error:
-        raise RuntimeError(f"a training step of this config fails (train.py would fail the same way): {error}") from error
-    return saved.total_bytes
 
 
 def estimate_training_memory(cfg: DictConfig, baseline_bytes: int | None = None) -> MemoryEstimate:
@@ -156,9 +105,11 @@ def estimate_training_memory(cfg: DictConfig, baseline_bytes: int | None = None)
     mode = FakeTensorMode()
     task = fake_task(cfg, mode)
     frozen, trained = weight_bytes(task)
+    steps = simulate_training_steps(task, cfg, mode)
     device = run_device(cfg.trainer)
     if baseline_bytes is None:
         baseline_bytes = CPU_BASELINE_BYTES if device.type == "cpu" else 0
+    held = steps.gradients + steps.optimizer_state + steps.saved
     return MemoryEstimate(
         device=device.type,
         precision=precision_name(cfg.trainer),
@@ -166,8 +117,9 @@ def estimate_training_memory(cfg: DictConfig, baseline_bytes: int | None = None)
         crop=crop_hw(cfg.data.crop_size),
         frozen_weights=frozen,
         trained_weights=trained,
-        gradients=trained,
-        optimizer_state=optimizer_state_bytes(task, mode),
-        activations=activation_bytes(task, cfg, mode),
+        gradients=steps.gradients,
+        optimizer_state=steps.optimizer_state,
+        activations=steps.saved,
+        transient=max(steps.peak - held, 0),
         baseline=baseline_bytes,
     )
