@@ -107,8 +107,8 @@ def row(name: str, estimate: MemoryEstimate, measured: dict[str, float]) -> str:
             f"| {measured['step_ms'] / 1000:.1f} s |")
 
 
-HEADER = ("| configuration | frozen weights | trained weights | gradients | optimizer state | activations | baseline "
-          "| estimate | measured peak RSS | error | step |\n|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| configuration | " + " | ".join(part.replace("_", " ") for part in MemoryEstimate.PARTS)
+          + " | estimate | measured peak RSS | error | step |\n" + "|---" * (len(MemoryEstimate.PARTS) + 5) + "|")
 
 
 def baseline(work: Path) -> None:
