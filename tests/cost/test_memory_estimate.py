@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from tests.helpers import compose_at, run_script, tiny_seg_overrides
+from tests.helpers import compose_at, tiny_det_overrides, tiny_seg_overrides
 from vitadapter.cost import SavedTensorCounter
 from vitadapter.cost.dry_run import dry_run_step, forward_context
 from vitadapter.cost.memory_estimate import CPU_BASELINE_BYTES, estimate_training_memory
@@ -81,4 +81,11 @@ def test_a_step_that_cannot_run_is_reported_before_the_run(tmp_path: Path) -> No
     # UPerNet's BatchNorm on its 1x1 pooled map cannot train on one image: the real run would fail at its first step
     cfg = _config(tmp_path, "dinov3_side", "data.batch_size=1", "model.head.norm=bn")
     with pytest.raises(RuntimeError, match="training step of this config fails.*per channel"):
+        estimate_training_memory(cfg)
+
+
+def test_a_detector_is_refused_by_name(tmp_path: Path) -> None:
+    cfg = compose_at("train", ["experiment=demo_det", *tiny_det_overrides(tmp_path / "data", "mask_rcnn_light")],
+                     tmp_path)
+    with pytest.raises(NotImplementedError, match="DetectionTask: the memory estimate covers dense tasks"):
         estimate_training_memory(cfg)

@@ -100,16 +100,17 @@ def crop_hw(crop_size: Any) -> tuple[int, int]:
     return height, width
 
 
-def training_batch(task: L.LightningModule, batch_size: int, crop: tuple[int, int],
-                   device: torch.device) -> dict[str, Tensor]:
-    """A batch of the shapes the task's training step reads (call inside the fake mode: no memory is filled)."""
+def training_batch(task: L.LightningModule, data: DictConfig, device: torch.device) -> dict[str, Tensor]:
+    """A batch of the shapes the task's training step reads, at `data.batch_size` and `data.crop_size` (call inside
+    the fake mode: no memory is filled)."""
+    if not hasattr(task, "predict_depth") and not hasattr(task, "predict_probabilities"):
+        raise NotImplementedError(f"{type(task).__name__}: the memory estimate covers dense tasks (segmentation, "
+                                  "depth); a detector's step depends on the boxes it samples")
+    batch_size, crop = int(data.batch_size), crop_hw(data.crop_size)
     image = torch.empty(batch_size, 3, *crop, device=device)
     if hasattr(task, "predict_depth"):
         return {"image": image, "depth": torch.empty(batch_size, *crop, device=device)}
-    if hasattr(task, "predict_probabilities"):
-        return {"image": image, "mask": torch.zeros(batch_size, *crop, dtype=torch.long, device=device)}
-    raise NotImplementedError(f"{type(task).__name__}: the memory estimate covers dense tasks (segmentation, depth); "
-                              "a detector's step depends on the boxes it samples")
+    return {"image": image, "mask": torch.zeros(batch_size, *crop, dtype=torch.long, device=device)}
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from vitadapter.cost.dry_run import crop_hw, dry_run_step, forward_context, run_device, training_batch
+from vitadapter.cost.dry_run import dry_run_step, forward_context, run_device, training_batch
 from vitadapter.cost.live_bytes import LiveBytes
 from vitadapter.cost.saved_bytes import SavedBytes
 from vitadapter.tasks.optim import trainable_param_groups
@@ -64,7 +64,7 @@ def simulate_training_steps(task: L.LightningModule, cfg: DictConfig, mode: Fake
     live = LiveBytes(exclude=weights)
     try:
         with mode, live:
-            batch = training_batch(task, int(cfg.data.batch_size), crop_hw(cfg.data.crop_size), device)
+            batch = training_batch(task, cfg.data, device)
             for step in range(2):
                 with dry_run_step(task), forward_context(cfg, device), SavedBytes(exclude=weights) as saved:
                     loss = task.training_step(batch, step)
@@ -72,6 +72,8 @@ def simulate_training_steps(task: L.LightningModule, cfg: DictConfig, mode: Fake
                 loss.backward()
                 del loss
                 optimizer.step()
+    except NotImplementedError:
+        raise
     except (RuntimeError, ValueError) as error:
         raise RuntimeError(f"a training step of this config fails (train.py would fail the same way): {error}") \
             from error
