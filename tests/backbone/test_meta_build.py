@@ -74,6 +74,13 @@ def test_meta_device_backbones_hold_no_values() -> None:
     assert all(t.is_meta for t in (*backbone.vit.parameters(), *backbone.vit.buffers()))
 
 
+def test_meta_device_backbones_need_no_weights(tmp_path: Path) -> None:
+    # the structure of a pretrained trunk whose weights are neither cached nor downloadable (no network here)
+    missing = tmp_path / "absent.safetensors"
+    backbone = ViTBackbone("vit_large_patch16_dinov3.lvd1689m", pretrained=True, checkpoint=str(missing), device="meta")
+    assert backbone.depth == 24 and backbone.fingerprint is None
+
+
 def test_meta_device_backbones_keep_the_dtypes_of_a_real_build() -> None:
     # memory estimates read the bytes of a meta build: each tensor must be in the dtype a real build keeps it in
     meta = ViTBackbone("test_vit", device="meta", frozen_dtype="bfloat16").vit.state_dict()

@@ -89,3 +89,11 @@ def test_a_detector_is_refused_by_name(tmp_path: Path) -> None:
                      tmp_path)
     with pytest.raises(NotImplementedError, match="DetectionTask: the memory estimate covers dense tasks"):
         estimate_training_memory(cfg)
+
+
+def test_a_gpu_run_is_estimated_as_the_allocator_s_peak(tmp_path: Path) -> None:
+    cpu = estimate_training_memory(_config(tmp_path, "dinov3_side", "trainer.precision=bf16-mixed"))
+    gpu = estimate_training_memory(_config(tmp_path, "dinov3_side", "trainer=gpu", "trainer.precision=bf16-mixed"))
+    assert (gpu.device, gpu.baseline, cpu.device) == ("cuda", 0, "cpu")
+    if not torch.cuda.is_available():  # simulated with the CPU's autocast: the same dtypes, the same bytes
+        assert gpu.total == cpu.total - cpu.baseline

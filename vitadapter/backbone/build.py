@@ -216,14 +216,15 @@ def build_frozen_vit(name: str, pretrained: bool = False, checkpoint: str | None
     Returns:
         The model and its fingerprint.
     """
-    pretrained, kwargs = timm_arguments(name, pretrained, checkpoint, model_kwargs)
     device = torch.device(device)
-    if device.type == "meta":
+    if device.type == "meta":  # the structure alone: no weights file, no download
+        _, kwargs = timm_arguments(name, False, None, model_kwargs)
         with torch.random.fork_rng(devices=[]), torch.device(META):
             vit = create_seeded(name, False, seed, kwargs)
         for tensor_name, tensor in vit.state_dict(keep_vars=True).items():  # the dtypes a real build keeps
             place(vit, tensor_name, tensor.detach().to(stored_dtype(tensor, frozen_dtype)))
         return BuiltViT(vit, None)
+    pretrained, kwargs = timm_arguments(name, pretrained, checkpoint, model_kwargs)
     if pretrained:
         return _build_loaded(name, seed, kwargs, frozen_dtype, device)
     log.warning(

@@ -36,6 +36,14 @@ def run_device(trainer: DictConfig) -> torch.device:
     raise ValueError(f"trainer.accelerator={accelerator!r}: the memory estimate knows cpu and gpu")
 
 
+def simulated_device(trainer: DictConfig) -> torch.device:
+    """The device of the dry run's fake tensors: the run's, except a CUDA run on a machine without CUDA (where
+    `torch.autocast("cuda")` turns itself off), simulated on the CPU, whose autocast gives the matrix products the
+    same dtypes."""
+    device = run_device(trainer)
+    return torch.device("cpu") if device.type == "cuda" and not torch.cuda.is_available() else device
+
+
 def precision_name(trainer: DictConfig) -> str:
     """`trainer.precision` in Lightning's spelling ("32-true", "bf16-mixed", ...)."""
     value = str(trainer.get("precision", "32-true"))
@@ -88,7 +96,7 @@ def fake_tensors(module: nn.Module, mode: FakeTensorMode, device: torch.device,
 def fake_task(cfg: DictConfig, mode: FakeTensorMode) -> L.LightningModule:
     """The task of `cfg` on fake tensors, on the device and in the dtype `cfg.trainer` trains in, in training mode."""
     task = build_meta_task(cfg)
-    fake_tensors(task, mode, run_device(cfg.trainer), WHOLE_MODEL_DTYPES.get(precision_name(cfg.trainer)))
+    fake_tensors(task, mode, simulated_device(cfg.trainer), WHOLE_MODEL_DTYPES.get(precision_name(cfg.trainer)))
     return task.train()
 
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from vitadapter.cost.dry_run import dry_run_step, forward_context, run_device, training_batch
+from vitadapter.cost.dry_run import dry_run_step, forward_context, simulated_device, training_batch
 from vitadapter.cost.live_bytes import LiveBytes
 from vitadapter.cost.saved_bytes import SavedBytes
 from vitadapter.tasks.optim import trainable_param_groups
@@ -58,7 +58,7 @@ def simulate_training_steps(task: L.LightningModule, cfg: DictConfig, mode: Fake
     Raises:
         RuntimeError: the step fails (train.py would fail the same way), with the reason.
     """
-    device = run_device(cfg.trainer)
+    device = simulated_device(cfg.trainer)
     optimizer = configured_optimizer(task)
     weights = [*task.parameters(), *task.buffers()]
     live = LiveBytes(exclude=weights)

@@ -53,6 +53,11 @@ class FrozenTrunkFSDP(ModelParallelStrategy):
     def setup(self, trainer: L.Trainer) -> None:
         """Lightning's setup (the task shards itself in `configure_model`), then evaluation in lock-step
         (`vitadapter.run.lockstep`): its callback first, before any epoch-end collective."""
+        task = self.lightning_module
+        if not hasattr(task, "predict_probabilities") and not hasattr(task, "predict_depth"):
+            raise NotImplementedError(f"trainer=fsdp trains segmentation and depth tasks, not {type(task).__name__}: "
+                                      "their evaluation runs through the task's forward, which keeps the processes "
+                                      "in step (a detector's does not); use trainer=ddp")
         super().setup(trainer)
         if self.lockstep is None:
             self.lockstep = Lockstep(self.lightning_module)
