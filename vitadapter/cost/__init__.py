@@ -6,6 +6,7 @@ config); `run_cost` gathers every `perf/*` and `ckpt/*` figure train.py writes t
 """
 
 from vitadapter.cost.inference_cost import configured_inference, inference_ms_per_image, median_ms_per_image
+from vitadapter.cost.live_bytes import LiveBytes
 from vitadapter.cost.memory_estimate import MemoryEstimate, estimate_training_memory
 from vitadapter.cost.run_cost import checkpoint_size_mb, run_cost
 from vitadapter.cost.saved_bytes import SavedBytes
@@ -21,6 +22,7 @@ from vitadapter.cost.training_cost import (
 __all__ = [
     "CUDA_KIND",
     "ESTIMATE_KIND",
+    "LiveBytes",
     "MIB",
     "MemoryEstimate",
     "SavedBytes",

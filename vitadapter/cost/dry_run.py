@@ -3,7 +3,7 @@
 The frozen ViT is built as `ViTBackbone(..., device="meta")` builds it (the structure, no values), the method, neck
 and heads under `torch.device("meta")`; every tensor is then replaced by a `FakeTensor` of the same shape, dtype
 and `requires_grad` on the device the run would use. Fake tensors carry a device (so autocast and the frozen
-trunk's `frozen_compute` act as in a real run) but no data: a 7B model's step is traced in seconds, in a few MB.
+trunk's `frozen_compute` act as in a real run) but no data: a 7B model's steps run in seconds, nothing allocated.
 """
 
 from __future__ import annotations
