@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from vitadapter.data.bad_samples import bad_sample, check_policy, open_image, read_or_skip, read_rgb
 from vitadapter.data.resumable_loading import SampleKey, keyed_index
-from vitadapter.data.seg_dataset import IMAGE_SUFFIXES, few, list_by_key
+from vitadapter.data.paired_files import IMAGE_SUFFIXES, PairedFiles, image_tensor, suffix_tuple
 
 DEPTH_SUFFIXES: tuple[str, ...] = (".png", ".npy", ".tif", ".tiff")
 _REWRITE = "Rewrite it as a 16-bit PNG (value / data.depth_scale = metres) or a float .npy/.tiff in metres"
@@ -105,10 +105,6 @@ def read_depth(path: Path, depth_scale: float = 1000.0, invalid_value: float | N
     return metres
 
 
-def _suffixes(value: str | Sequence[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
-
-
 class DepthDataset(Dataset):
     """Images and metric depth maps of one split, paired by file name.
 
@@ -154,7 +150,7 @@ class DepthDataset(Dataset):
         if depth_scale <= 0:
             raise ValueError(f"depth_scale must be > 0, got {depth_scale}")
         self.img_dir, self.depth_dir = Path(img_dir), Path(depth_dir)
-        self.img_suffix, self.depth_suffix = _suffixes(img_suffix), str(depth_suffix)
+        self.img_suffix, self.depth_suffix = suffix_tuple(img_suffix), str(depth_suffix)
         self.split_file = None if split_file is None else Path(split_file)
         self.recursive = bool(recursive)
         self.depth_scale = float(depth_scale)
@@ -163,59 +159,9 @@ class DepthDataset(Dataset):
         self.transform_depth = transform_depth
         self.on_bad_sample = check_policy(on_bad_sample)
         self.split_name, self.dataset_name, self.layout_hint = split_name, dataset_name, layout_hint
-        self.keys, self.image_paths, self.depth_paths = self._index()
-
-    def _hint(self) -> str:
-        return f"\n{self.layout_hint}" if self.layout_hint else ""
-
-    def _index(self) -> tuple[list[str], list[Path], list[Path]]:
-        for folder in (self.img_dir, self.depth_dir):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{self.dataset_name} folder not found: {folder}{self._hint()}")
-        if self.split_file is not None:
-            return self._index_split_file()
-        images = list_by_key(self.img_dir, self.img_suffix, self.recursive)
-        depths = list_by_key(self.depth_dir, (self.depth_suffix,), self.recursive)
-        if not images:
-            raise FileNotFoundError(f"no images ({'/'.join(self.img_suffix)}) in {self.img_dir}: the "
-                                    f"{self.split_name} split is empty.{self._hint()}")
-        no_depth = sorted(images.keys() - depths.keys())
-        no_image = sorted(depths.keys() - images.keys())
-        if no_depth or no_image:
-            parts = []
-            if no_depth:
-                parts.append(f"{len(no_depth)} image(s) without a depth map in {self.depth_dir}: "
-                             f"{few([images[k].name for k in no_depth])}")
-            if no_image:
-                parts.append(f"{len(no_image)} depth map(s) without an image in {self.img_dir}: "
-                             f"{few([depths[k].name for k in no_image])}")
-            raise ValueError(
-                f"images and depth maps must pair up by file name (image <name>{'|'.join(self.img_suffix)}, depth "
-                f"<name>{self.depth_suffix}); " + "; ".join(parts) + ". Remove the orphans or restore the missing files."
-            )
-        keys = sorted(images)
-        return keys, [images[k] for k in keys], [depths[k] for k in keys]
-
-    def _index_split_file(self) -> tuple[list[str], list[Path], list[Path]]:
-        assert self.split_file is not None
-        if not self.split_file.is_file():
-            raise FileNotFoundError(f"split file not found: {self.split_file}{self._hint()}")
-        keys = [line.strip() for line in self.split_file.read_text().splitlines() if line.strip()]
-        if not keys:
-            raise FileNotFoundError(f"the split file {self.split_file} lists no images: the {self.split_name} split "
-                                    f"is empty.{self._hint()}")
-        images: list[Path] = []
-        missing: list[str] = []
-        for key in keys:
-            found = [self.img_dir / f"{key}{s}" for s in self.img_suffix if (self.img_dir / f"{key}{s}").is_file()]
-            images.append(found[0] if found else self.img_dir / f"{key}{self.img_suffix[0]}")
-            missing += [] if found else [str(images[-1])]
-        depths = [self.depth_dir / f"{key}{self.depth_suffix}" for key in keys]
-        missing += [str(p) for p in depths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} file(s) listed in {self.split_file} do not exist: {few(missing)}. "
-                                    "Restore them or remove their lines from the split file.")
-        return keys, images, depths
+        self.keys, self.image_paths, self.depth_paths = PairedFiles(
+            self.img_dir, self.depth_dir, self.img_suffix, self.depth_suffix, "depth map", self.split_file,
+            self.recursive, split_name, dataset_name, layout_hint).index()
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -261,11 +207,5 @@ class DepthDataset(Dataset):
             image, depth = out["image"], out["mask"]
         else:
             image = self.transform(image=image)["image"]
-        return {"image": _image_tensor(image), "depth": torch.as_tensor(np.ascontiguousarray(depth), dtype=torch.float32),
+        return {"image": image_tensor(image), "depth": torch.as_tensor(np.ascontiguousarray(depth), dtype=torch.float32),
                 "name": name}
-
-
-def _image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    if isinstance(image, torch.Tensor):  # a pipeline that already ends in ToTensorV2
-        return image.float()
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()

@@ -26,10 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from vitadapter.data.bad_samples import bad_sample, check_policy, open_image, read_or_skip, read_rgb
+from vitadapter.data.paired_files import IMAGE_SUFFIXES, PairedFiles, few, image_tensor, suffix_tuple
 from vitadapter.data.resumable_loading import SampleKey, keyed_index
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-_MAX_LISTED = 5
 
 
 def reduce_zero_label(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -62,50 +61,6 @@ def restore_zero_label(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     out += 1
     out[mask == ignore_index] = 0
     return out
-
-
-def few(names: Sequence[str]) -> str:
-    """The first few of ``names``, comma-separated, with a count of the rest."""
-    shown = ", ".join(names[:_MAX_LISTED])
-    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
-
-
-def _suffixes(value: str | Sequence[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
-
-
-def _key(path: Path, folder: Path, suffixes: tuple[str, ...]) -> str | None:
-    """The pairing key of ``path`` (relative path, suffix removed), or None if no suffix matches."""
-    relative = path.relative_to(folder).as_posix()
-    for suffix in suffixes:
-        if relative.lower().endswith(suffix.lower()) and len(relative) > len(suffix):
-            return relative[: -len(suffix)]
-    return None
-
-
-def list_by_key(folder: Path, suffixes: tuple[str, ...], recursive: bool = False) -> dict[str, Path]:
-    """Files of ``folder`` (and its subfolders if ``recursive``) ending in one of ``suffixes``, by key.
-
-    Args:
-        folder: Folder to list.
-        suffixes: Accepted file name endings (case-insensitive), e.g. (".jpg", ".png") or "_leftImg8bit.png".
-        recursive: Also list subfolders (keys then hold the relative folder, e.g. "aachen/aachen_000000_000019").
-
-    Returns:
-        Key -> path, sorted by key; two files with one key raise ``ValueError``.
-    """
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    by_key: dict[str, Path] = {}
-    for path in sorted(p for p in candidates if not p.name.startswith(".") and p.is_file()):
-        key = _key(path, folder, suffixes)
-        if key is None:
-            continue
-        if key in by_key:
-            raise ValueError(
-                f"{folder} holds two files with the stem {key!r} ({by_key[key].name}, {path.name}); keep one of them."
-            )
-        by_key[key] = path
-    return dict(sorted(by_key.items()))
 
 
 class SegmentationDataset(Dataset):
@@ -158,7 +113,7 @@ class SegmentationDataset(Dataset):
         if 0 <= ignore_index < num_classes:
             raise ValueError(f"ignore_index {ignore_index} collides with a class id (num_classes={num_classes})")
         self.img_dir, self.ann_dir = Path(img_dir), Path(ann_dir)
-        self.img_suffix, self.seg_map_suffix = _suffixes(img_suffix), str(seg_map_suffix)
+        self.img_suffix, self.seg_map_suffix = suffix_tuple(img_suffix), str(seg_map_suffix)
         self.split_file = None if split_file is None else Path(split_file)
         self.recursive = bool(recursive)
         self.transform = transform
@@ -171,63 +126,9 @@ class SegmentationDataset(Dataset):
         self.dataset_name = dataset_name
         self.layout_hint = layout_hint
         self.label_hint = label_hint
-        self.keys, self.image_paths, self.label_paths = self._index()
-
-    def _hint(self) -> str:
-        return f"\n{self.layout_hint}" if self.layout_hint else ""
-
-    def _index(self) -> tuple[list[str], list[Path], list[Path]]:
-        for folder in (self.img_dir, self.ann_dir):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{self.dataset_name} folder not found: {folder}{self._hint()}")
-        if self.split_file is not None:
-            return self._index_split_file()
-        images = list_by_key(self.img_dir, self.img_suffix, self.recursive)
-        labels = list_by_key(self.ann_dir, (self.seg_map_suffix,), self.recursive)
-        if not images:
-            raise FileNotFoundError(
-                f"no images ({'/'.join(self.img_suffix)}) in {self.img_dir}: the {self.split_name} split is empty."
-                f"{self._hint()}"
-            )
-        no_label = sorted(images.keys() - labels.keys())
-        no_image = sorted(labels.keys() - images.keys())
-        if no_label or no_image:
-            parts = []
-            if no_label:
-                orphans = few([images[k].name for k in no_label])
-                parts.append(f"{len(no_label)} image(s) without a label in {self.ann_dir}: {orphans}")
-            if no_image:
-                orphans = few([labels[k].name for k in no_image])
-                parts.append(f"{len(no_image)} label(s) without an image in {self.img_dir}: {orphans}")
-            raise ValueError(
-                f"images and labels must pair up by file name (image <name>{'|'.join(self.img_suffix)}, label "
-                f"<name>{self.seg_map_suffix}); " + "; ".join(parts) + ". Remove the orphans or restore the missing files."
-            )
-        keys = sorted(images)
-        return keys, [images[k] for k in keys], [labels[k] for k in keys]
-
-    def _index_split_file(self) -> tuple[list[str], list[Path], list[Path]]:
-        assert self.split_file is not None
-        if not self.split_file.is_file():
-            raise FileNotFoundError(f"split file not found: {self.split_file}{self._hint()}")
-        keys = [line.strip() for line in self.split_file.read_text().splitlines() if line.strip()]
-        if not keys:
-            raise FileNotFoundError(f"the split file {self.split_file} lists no images: the {self.split_name} split "
-                                    f"is empty.{self._hint()}")
-        images: list[Path] = []
-        missing: list[str] = []
-        for key in keys:
-            found = [self.img_dir / f"{key}{s}" for s in self.img_suffix if (self.img_dir / f"{key}{s}").is_file()]
-            images.append(found[0] if found else self.img_dir / f"{key}{self.img_suffix[0]}")
-            missing += [] if found else [str(images[-1])]
-        labels = [self.ann_dir / f"{key}{self.seg_map_suffix}" for key in keys]
-        missing += [str(p) for p in labels if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} file(s) listed in {self.split_file} do not exist: {few(missing)}. "
-                "Restore them or remove their lines from the split file."
-            )
-        return keys, images, labels
+        self.keys, self.image_paths, self.label_paths = PairedFiles(
+            self.img_dir, self.ann_dir, self.img_suffix, self.seg_map_suffix, "label", self.split_file, self.recursive,
+            split_name, dataset_name, layout_hint).index()
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -292,13 +193,7 @@ class SegmentationDataset(Dataset):
             image, mask = out["image"], out["mask"]
         else:
             image = self.transform(image=image)["image"]
-        return {"image": _image_tensor(image), "mask": _mask_tensor(mask), "name": name}
-
-
-def _image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    if isinstance(image, torch.Tensor):  # a pipeline that already ends in ToTensorV2
-        return image.float()
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        return {"image": image_tensor(image), "mask": _mask_tensor(mask), "name": name}
 
 
 def _mask_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
