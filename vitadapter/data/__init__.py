@@ -108,3 +108,48 @@ __all__ += [
     "render_depth_scene",
     "write_synthetic_nyu",
 ]
+
+# COCO panoptic segmentation
+from vitadapter.data.coco_panoptic_categories import COCO_PANOPTIC_CATEGORIES  # noqa: E402
+from vitadapter.data.coco_panoptic_datamodule import COCOPanopticDataModule, collate_panoptic  # noqa: E402
+from vitadapter.data.coco_panoptic_dataset import COCOPanopticDataset  # noqa: E402
+from vitadapter.data.coco_panoptic_format import (  # noqa: E402
+    PanopticResultWriter,
+    id_to_rgb,
+    read_panoptic_png,
+    read_panoptic_results,
+    rgb_to_id,
+    write_panoptic_png,
+)
+from vitadapter.data.coco_panoptic_transforms import (  # noqa: E402
+    PanopticTransform,
+    build_panoptic_train_transform,
+    build_panoptic_val_transform,
+)
+from vitadapter.data.synthetic.panoptic_scenes import PanopticScene, render_panoptic_scene  # noqa: E402
+from vitadapter.data.synthetic.panoptic_writer import (  # noqa: E402
+    SYNTHETIC_PANOPTIC_CATEGORY_IDS,
+    is_synthetic_coco_panoptic_complete,
+    write_synthetic_coco_panoptic,
+)
+
+__all__ += [
+    "COCO_PANOPTIC_CATEGORIES",
+    "COCOPanopticDataModule",
+    "COCOPanopticDataset",
+    "PanopticResultWriter",
+    "PanopticScene",
+    "PanopticTransform",
+    "SYNTHETIC_PANOPTIC_CATEGORY_IDS",
+    "build_panoptic_train_transform",
+    "build_panoptic_val_transform",
+    "collate_panoptic",
+    "id_to_rgb",
+    "is_synthetic_coco_panoptic_complete",
+    "read_panoptic_png",
+    "read_panoptic_results",
+    "render_panoptic_scene",
+    "rgb_to_id",
+    "write_panoptic_png",
+    "write_synthetic_coco_panoptic",
+]
