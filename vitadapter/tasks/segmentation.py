@@ -1,4 +1,5 @@
-"""Semantic segmentation: encoder (frozen ViT + PEFT method + neck) -> decode head, trained with cross-entropy."""
+"""Semantic segmentation: encoder (frozen ViT + PEFT method + neck) -> decode head, trained with cross-entropy (or
+the head's own loss: Mask2Former's mask classification)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ class SegmentationTask(FrozenBackboneTask):
     Args:
         backbone: the frozen ViT.
         neck: builds the neck given `in_channels` and `patch_size` (a Hydra partial).
-        head: builds the decode head given `in_channels` and `num_classes`.
+        head: builds the decode head given `in_channels` and `num_classes`. A head with a
+            `segmentation_loss(pyramid, mask, ignore_index)` method trains with that loss instead of
+            cross-entropy on its output, and one with `outputs_scores = True` gives class scores that inference
+            averages without a softmax (Mask2Former).
         class_names: one name per class (sets the number of classes).
         optimizer: builds the optimiser from parameter groups.
         scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.
         adapter: the PEFT method to place on the backbone (None: neck and head only, as method `none`).
-        aux_head: optional auxiliary head (FCN on stride 16), trained with weight `aux_weight`.
+        aux_head: optional auxiliary head (FCN on stride 16), trained with weight `aux_weight` (not beside a head
+            with its own loss).
         aux_weight: weight of the auxiliary loss.
         ignore_index: label value that is not trained on nor scored.
         inference: validation inference: mode ("whole" | "slide"), crop_size, stride, and
@@ -60,6 +65,9 @@ class SegmentationTask(FrozenBackboneTask):
         self.num_classes = len(self.class_names)
         self.encoder = Encoder(backbone, neck, adapter)
         self.head = head(in_channels=self.encoder.out_channels, num_classes=self.num_classes)
+        if aux_head is not None and self.head_has_own_loss:
+            raise ValueError(f"model.aux_head: {type(self.head).__name__} trains with its own loss (deeply "
+                             "supervised already); drop the auxiliary head with model/aux_head=none")
         self.aux_head = (
             aux_head(in_channels=self.encoder.out_channels, num_classes=self.num_classes) if aux_head else None
         )
@@ -72,14 +80,26 @@ class SegmentationTask(FrozenBackboneTask):
         self.val_metrics = SegmentationMetrics(self.num_classes, ignore_index, self.class_names)
         self.last_val_results: dict[str, Tensor] | None = None
 
+    @property
+    def head_has_own_loss(self) -> bool:
+        """Whether the head trains with its own `segmentation_loss` (Mask2Former) rather than cross-entropy."""
+        return callable(getattr(self.head, "segmentation_loss", None))
+
     def forward(self, image: Tensor) -> Tensor:
-        """Logits at stride 4 for a normalised B×3×H×W image."""
+        """Logits (or the head's class scores) at stride 4 for a normalised B×3×H×W image."""
         return self.head(self.encoder(image))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         image, mask = batch["image"], batch["mask"]
         pyramid = self.encoder(image)
-        loss = self._loss(self.head(pyramid), mask)
+        if self.head_has_own_loss:
+            losses = self.head.segmentation_loss(pyramid, mask, self.ignore_index)
+            for key, value in losses.items():
+                if key != "loss":
+                    self.log(f"train/{key}", value)
+            loss = losses["loss"]
+        else:
+            loss = self._loss(self.head(pyramid), mask)
         self.log("train/loss_decode", loss, prog_bar=False)
         if self.aux_head is not None:
             aux_loss = self._loss(self.aux_head(pyramid), mask)
@@ -103,7 +123,8 @@ class SegmentationTask(FrozenBackboneTask):
         return total / (mask != self.ignore_index).sum().clamp_min(1) + 0.0 * logits.sum(dtype=torch.float32)
 
     def predict_probabilities(self, image: Tensor, output_size: tuple[int, int]) -> Tensor:
-        """Class probabilities B×K×H×W at `output_size` with the configured inference and TTA."""
+        """Class probabilities B×K×H×W at `output_size` with the configured inference and TTA (a head with
+        `outputs_scores`: its class scores, averaged as they are)."""
         cfg = self.inference
         return tta_inference(
             self,
@@ -114,6 +135,7 @@ class SegmentationTask(FrozenBackboneTask):
             stride=cfg["stride"],
             scales=tuple(cfg["scales"]),
             flip=bool(cfg["flip"]),
+            softmax=not getattr(self.head, "outputs_scores", False),
         )
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
