@@ -158,10 +158,53 @@ def _json(path: Path) -> dict[str, Any]:
     return document
 
 
+def load_panoptic_annotations(json_path: str | Path) -> list[dict[str, Any]]:
+    """The ``annotations`` of a COCO panoptic json (predictions or ground truth), without reading any PNG."""
+    return _json(Path(json_path))["annotations"]
+
+
+def decode_panoptic_annotation(annotation: Mapping[str, Any], png_dir: str | Path,
+                               category_id_to_contiguous: Mapping[int, int], source: str | Path) -> dict[str, Any]:
+    """One annotation with its PNG decoded and its categories mapped to model classes.
+
+    Args:
+        annotation: ``{"image_id", "file_name", "segments_info"}`` of a panoptic json.
+        png_dir: Folder of the PNG.
+        category_id_to_contiguous: Original category id -> model class (0..K-1).
+        source: The json it comes from (for messages).
+
+    Returns:
+        ``{"image_id", "file_name", "panoptic": H×W int64 tensor, "segments_info": [{"id", "category_id"
+        (contiguous), "iscrowd"}]}``.
+
+    Raises:
+        ValueError: A category id outside the mapping, or ids that differ between the PNG and its segments_info.
+        FileNotFoundError: The PNG is missing.
+    """
+    file_name = str(annotation["file_name"])
+    png = Path(png_dir) / file_name
+    if not png.is_file():
+        raise FileNotFoundError(f"{source} lists {file_name}, which is not in {png_dir}")
+    ids = read_panoptic_png(png)
+    segments = []
+    for segment in annotation["segments_info"]:
+        category = int(segment["category_id"])
+        if category not in category_id_to_contiguous:
+            raise ValueError(f"{source}: segment {segment['id']} of {file_name} has category_id {category}, "
+                             f"which is not among the categories (ids {_few(sorted(category_id_to_contiguous))})")
+        segments.append({"id": int(segment["id"]), "category_id": int(category_id_to_contiguous[category]),
+                         "iscrowd": int(segment.get("iscrowd", 0))})
+    problem = segment_id_mismatch(np.unique(ids).tolist(), [s["id"] for s in segments])
+    if problem:
+        raise ValueError(f"{png} does not match {source}: {problem}")
+    return {"image_id": int(annotation["image_id"]), "file_name": file_name, "panoptic": torch.from_numpy(ids),
+            "segments_info": segments}
+
+
 def read_panoptic_results(
     json_path: str | Path, category_id_to_contiguous: Mapping[int, int], png_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Reads COCO panoptic annotations (predictions or ground truth) with their PNGs.
+    """Reads COCO panoptic annotations (predictions or ground truth) with their PNGs, all into memory.
 
     Args:
         json_path: A json with an ``annotations`` list (a results file, or a ground-truth panoptic json).
@@ -169,33 +212,9 @@ def read_panoptic_results(
         png_dir: Folder of the PNGs; None: the json's path without ``.json`` (panopticapi's convention).
 
     Returns:
-        Per annotation, in file order: ``{"image_id", "file_name", "panoptic": H×W int64 tensor,
-        "segments_info": [{"id", "category_id" (contiguous), "iscrowd"}]}``.
-
-    Raises:
-        ValueError: A category id outside the mapping, or ids that differ between a PNG and its segments_info.
-        FileNotFoundError: The json or a PNG is missing.
+        Per annotation, in file order, what ``decode_panoptic_annotation`` returns.
     """
     json_path = Path(json_path)
     png_dir = json_path.with_suffix("") if png_dir is None else Path(png_dir)
-    out = []
-    for annotation in _json(json_path)["annotations"]:
-        file_name = str(annotation["file_name"])
-        png = png_dir / file_name
-        if not png.is_file():
-            raise FileNotFoundError(f"{json_path} lists {file_name}, which is not in {png_dir}")
-        ids = read_panoptic_png(png)
-        segments = []
-        for segment in annotation["segments_info"]:
-            category = int(segment["category_id"])
-            if category not in category_id_to_contiguous:
-                raise ValueError(f"{json_path}: segment {segment['id']} of {file_name} has category_id {category}, "
-                                 f"which is not among the categories (ids {_few(sorted(category_id_to_contiguous))})")
-            segments.append({"id": int(segment["id"]), "category_id": int(category_id_to_contiguous[category]),
-                             "iscrowd": int(segment.get("iscrowd", 0))})
-        problem = segment_id_mismatch(np.unique(ids).tolist(), [s["id"] for s in segments])
-        if problem:
-            raise ValueError(f"{png} does not match {json_path}: {problem}")
-        out.append({"image_id": int(annotation["image_id"]), "file_name": file_name,
-                    "panoptic": torch.from_numpy(ids), "segments_info": segments})
-    return out
+    return [decode_panoptic_annotation(a, png_dir, category_id_to_contiguous, json_path)
+            for a in load_panoptic_annotations(json_path)]

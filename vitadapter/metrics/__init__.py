@@ -23,3 +23,20 @@ __all__ += ["COCOEvaluator", "evaluate_results_file"]
 from vitadapter.metrics.depth import DepthMetrics, flatten_depth_results, format_depth_table  # noqa: E402
 
 __all__ += ["DepthMetrics", "flatten_depth_results", "format_depth_table"]
+
+# panoptic quality (PQ, SQ, RQ) as panopticapi computes it
+from vitadapter.metrics.panoptic import (  # noqa: E402
+    PanopticMetrics,
+    flatten_panoptic_results,
+    format_panoptic_table,
+    panoptic_image_stats,
+)
+from vitadapter.metrics.panoptic_files import evaluate_panoptic_files  # noqa: E402
+
+__all__ += [
+    "PanopticMetrics",
+    "evaluate_panoptic_files",
+    "flatten_panoptic_results",
+    "format_panoptic_table",
+    "panoptic_image_stats",
+]
