@@ -36,5 +36,9 @@ def _growth(release: str) -> int:
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_released_heap_memory_leaves_the_resident_set() -> None:
     assert _malloc_trim() is not None
-    assert _growth("release_free_heap()") < 50_000_000 < 8_000_000 * 20 < _growth("pass")
+    # whether glibc splits the freed space varies between processes (heap layout, the allocator's dynamic mmap
+    # threshold): the control must show the growth before the release is judged
+    if not any(_growth("pass") > 8_000_000 * 20 for _ in range(4)):
+        pytest.skip("four processes in a row did not fragment their heap: nothing for the release to undo")
+    assert _growth("release_free_heap()") < 50_000_000
     release_free_heap()
