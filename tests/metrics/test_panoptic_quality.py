@@ -12,6 +12,7 @@ import pytest
 import torch
 from torchmetrics.detection import PanopticQuality
 
+from tests.datasets.panoptic_layouts import perturbed_prediction
 from vitadapter.data.coco_panoptic_dataset import COCOPanopticDataset
 from vitadapter.data.synthetic.panoptic_writer import write_synthetic_coco_panoptic
 from vitadapter.metrics import PanopticMetrics, flatten_panoptic_results, format_panoptic_table
@@ -197,30 +198,6 @@ def _reference_stats(pred_ids: np.ndarray, pred: list[dict], gt_ids: np.ndarray,
     return iou_sum, tp, fp, fn
 
 
-def _perturbed(rng: np.random.Generator, gt_ids: np.ndarray, gt: list[dict], k: int) -> tuple[np.ndarray, list[dict]]:
-    """A prediction from the ground truth: shifted, some classes changed, holes of void, spurious segments,
-    two segments merged, new ids."""
-    ids = np.roll(gt_ids, tuple(rng.integers(-3, 4, size=2)), axis=(0, 1))
-    labels = {g["id"]: g["category_id"] for g in gt}
-    if len(gt) >= 2 and rng.random() < 0.5:
-        a, b = rng.choice([g["id"] for g in gt], size=2, replace=False)
-        ids[ids == b] = a
-    h, w = ids.shape
-    for value in (0, 777_777):  # a void hole, then a spurious segment
-        if rng.random() < 0.6:
-            y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
-            ids[y:y + int(rng.integers(4, 20)), x:x + int(rng.integers(4, 20))] = value
-            labels[777_777] = int(rng.integers(k))
-    new_ids = {int(v): 1000 + 7 * n for n, v in enumerate(np.unique(ids)) if v != 0}
-    pred_ids = np.zeros_like(ids)
-    segments = []
-    for old, new in new_ids.items():
-        pred_ids[ids == old] = new
-        label = labels[old] if rng.random() > 0.2 else int(rng.integers(k))
-        segments.append({"id": new, "category_id": label})
-    return pred_ids, segments
-
-
 def test_agrees_with_a_plain_reimplementation_on_the_synthetic_set(tmp_path: Path) -> None:
     root = write_synthetic_coco_panoptic(tmp_path / "pan", num_train=1, num_val=24, image_size=64, seed=5)
     dataset = COCOPanopticDataset(root, "val2017")
@@ -231,7 +208,7 @@ def test_agrees_with_a_plain_reimplementation_on_the_synthetic_set(tmp_path: Pat
     for index in range(len(dataset)):
         sample = dataset[index]
         gt_ids, gt = sample["panoptic"].numpy(), sample["segments_info"]
-        pred_ids, pred = _perturbed(rng, gt_ids, gt, k)
+        pred_ids, pred = perturbed_prediction(rng, gt_ids, gt, k)
         metric.update(torch.from_numpy(pred_ids), pred, sample["panoptic"], gt)
         for total, part in zip(totals, _reference_stats(pred_ids, pred, gt_ids, gt, k)):
             total += part
