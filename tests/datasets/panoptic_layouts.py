@@ -33,7 +33,8 @@ def quirky_images() -> list[dict[str, Any]]:
                       {"id": 300, "category_id": 2, "iscrowd": 1}, {"id": 70_000, "category_id": 7, "iscrowd": 0}]},
         {"id": 12, "hw": (20, 30), "mode": "L", "ids": gray,
          "segments": [{"id": GRASS_ID, "category_id": 150, "iscrowd": 0}]},
-        {"id": 13, "hw": (16, 16), "mode": "RGB", "ids": np.zeros((16, 16), dtype=np.int64), "segments": []},  # all void
+        # all void: no segment at all
+        {"id": 13, "hw": (16, 16), "mode": "RGB", "ids": np.zeros((16, 16), dtype=np.int64), "segments": []},
     ]
 
 

@@ -81,7 +81,7 @@ def read_categories(json_path: Path, document: dict[str, Any]) -> list[dict[str,
         raise ValueError(f"{json_path} lists no 'categories'; it is not a COCO panoptic file.")
     out = []
     for cat in categories:
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or cat.get("isthing") not in (0, 1, True, False):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or cat.get("isthing") not in (0, 1):
             raise ValueError(f"{json_path}: category {cat!r} needs an integer 'id', a 'name' and 'isthing' (0 or 1). "
                              f"{_FIX}.")
         out.append({"id": int(cat["id"]), "name": str(cat.get("name", cat["id"])), "isthing": bool(cat["isthing"]),

@@ -1,4 +1,5 @@
-"""Drawing predictions on images: detections (boxes, masks, class names), segmentation class maps and depth maps.
+"""Drawing predictions on images: detections (boxes, masks, class names), segmentation class maps, panoptic
+segmentations (class colours, thing outlines) and depth maps.
 
 Depth is coloured with matplotlib's viridis over the task's depth range (see `colorize_depth`), beside a colour
 bar in metres (`add_depth_colorbar`).
@@ -178,6 +179,74 @@ def draw_segmentation(
     """
     overlay = blend_class_map(image, class_map, len(class_names), alpha, palette=palette)
     return add_legend(overlay, classes_by_area(class_map), class_names, palette)
+
+
+PANOPTIC_OUTLINE = (255, 255, 255)  # instance outlines of things
+VOID_CLASS = -1  # class-map value of pixels in no segment
+
+
+def panoptic_class_map(panoptic: np.ndarray, segments: Sequence[Mapping[str, int]]) -> np.ndarray:
+    """H×W class index of each pixel of a segment-id map (`VOID_CLASS` where no listed segment is)."""
+    classes = np.full(panoptic.shape, VOID_CLASS, dtype=np.int64)
+    for segment in segments:
+        classes[panoptic == segment["id"]] = int(segment["category_id"])
+    return classes
+
+
+def thing_outlines(panoptic: np.ndarray, segments: Sequence[Mapping[str, int]], isthing: Sequence[bool]) -> np.ndarray:
+    """H×W bool: the pixels of thing segments that have a 4-neighbour outside their segment (the image edge is not
+    an outline)."""
+    things = [s["id"] for s in segments if isthing[int(s["category_id"])]]
+    padded = np.pad(panoptic, 1, mode="edge")
+    border = ((padded[1:-1, :-2] != panoptic) | (padded[1:-1, 2:] != panoptic)
+              | (padded[:-2, 1:-1] != panoptic) | (padded[2:, 1:-1] != panoptic))
+    return border & np.isin(panoptic, things)
+
+
+def blend_panoptic(image: np.ndarray, panoptic: np.ndarray, segments: Sequence[Mapping[str, int]],
+                   isthing: Sequence[bool], alpha: float = 0.5,
+                   palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Blends each segment's class colour over the image and outlines every thing (`PANOPTIC_OUTLINE`), so that
+    touching instances of one class stay apart; void pixels are left as the image.
+
+    Args:
+        image: H×W×3 uint8 RGB.
+        panoptic: H×W segment ids (0: void).
+        segments: `{"id", "category_id"}` per segment, classes 0..K-1.
+        isthing: per class, whether it is a thing (K = its length).
+        alpha: opacity of the class colours.
+        palette: one RGB colour per class; None: `class_palette`.
+
+    Returns:
+        The H×W×3 uint8 RGB picture.
+    """
+    if panoptic.shape != image.shape[:2]:
+        raise ValueError(f"segment map {panoptic.shape} and image {image.shape[:2]} differ in size")
+    blended = blend_class_map(image, panoptic_class_map(panoptic, segments), len(isthing), alpha, VOID_CLASS, palette)
+    blended[thing_outlines(panoptic, segments, isthing)] = PANOPTIC_OUTLINE
+    return blended
+
+
+def draw_panoptic(image: np.ndarray, panoptic: np.ndarray, segments: Sequence[Mapping[str, int]],
+                  class_names: Sequence[str], isthing: Sequence[bool], alpha: float = 0.5,
+                  palette: Sequence[Sequence[int]] | None = None) -> Image.Image:
+    """A panoptic segmentation over its image (`blend_panoptic`) with a legend of the classes present.
+
+    Args:
+        image: H×W×3 uint8 RGB.
+        panoptic: H×W segment ids (0: void).
+        segments: `{"id", "category_id"}` per segment, classes 0..K-1.
+        class_names: one name per class.
+        isthing: per class, whether it is a thing.
+        alpha: opacity of the class colours.
+        palette: one RGB colour per class (the dataset's); None: `class_palette`.
+
+    Returns:
+        The picture, and to its right the legend (classes by area, largest first).
+    """
+    overlay = blend_panoptic(image, panoptic, segments, isthing, alpha, palette)
+    classes = classes_by_area(panoptic_class_map(panoptic, segments), ignore_index=VOID_CLASS)
+    return add_legend(overlay, classes, class_names, palette)
 
 
 DEPTH_COLORMAP = "viridis"

@@ -1,5 +1,5 @@
 """Prediction overlays: one picture per image with the image, its ground truth and the prediction side by side
-(segmentation, detection, depth).
+(segmentation, detection, panoptic, depth).
 
 The inputs are what validation has at hand: the datamodule's normalised (and resized) image, the
 ground truth and the task's prediction. The picture is drawn at the original image's size, scaled down
@@ -18,12 +18,15 @@ from torch import Tensor
 
 from vitadapter.inference.visualize import (
     PANEL_GAP,
+    VOID_CLASS,
     add_depth_colorbar,
     add_legend,
     blend_class_map,
+    blend_panoptic,
     classes_by_area,
     colorize_depth,
     draw_detections,
+    panoptic_class_map,
     side_by_side,
 )
 
@@ -193,3 +196,48 @@ def depth_overlay(
         predicted = F.interpolate(predicted[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     panels = [rgb, colorize_depth(truth, min_depth, max_depth), colorize_depth(predicted.numpy(), min_depth, max_depth)]
     return add_depth_colorbar(side_by_side(panels), min_depth, max_depth)
+
+
+def panoptic_overlay(
+    image: Tensor,
+    truth: Tensor,
+    truth_segments: Sequence[Mapping[str, int]],
+    prediction: Tensor,
+    predicted_segments: Sequence[Mapping[str, int]],
+    class_names: Sequence[str],
+    isthing: Sequence[bool],
+    mean: Sequence[float],
+    std: Sequence[float],
+    alpha: float = 0.5,
+    max_size: int = 512,
+    palette: Sequence[Sequence[int]] | None = None,
+) -> Image.Image:
+    """Image | ground-truth segments | predicted segments (class colours, thing outlines), then a legend of the
+    classes in either.
+
+    Args:
+        image: 3×h×w normalised image (h×w may differ from the segment maps' size).
+        truth: H×W ground-truth segment ids at the original size (0: void, left as the image).
+        truth_segments: `{"id", "category_id"}` per ground-truth segment, classes 0..K-1.
+        prediction: H×W predicted segment ids at the original size.
+        predicted_segments: `{"id", "category_id"}` per predicted segment.
+        class_names: one name per class.
+        isthing: per class, whether it is a thing.
+        mean: normalisation mean (0..1 units).
+        std: normalisation std (0..1 units).
+        alpha: opacity of the class colours.
+        max_size: longest side of each panel.
+        palette: one RGB colour per class (the dataset's); None: `class_palette`.
+
+    Returns:
+        The picture: three panels of the display size (see `display_size`, `side_by_side`), then the legend.
+    """
+    size, _ = display_size(*truth.shape[-2:], max_size)
+    rgb = denormalize(image, mean, std, size)
+    maps = [_resize_nearest(ids.detach().cpu(), size).numpy() for ids in (truth, prediction)]
+    panels = [rgb, *(blend_panoptic(rgb, ids, segments, isthing, alpha, palette)
+                     for ids, segments in zip(maps, (truth_segments, predicted_segments)))]
+    classes = classes_by_area(*(panoptic_class_map(ids, segments)
+                                for ids, segments in zip(maps, (truth_segments, predicted_segments))),
+                              ignore_index=VOID_CLASS)
+    return add_legend(side_by_side(panels), classes, class_names, palette)
