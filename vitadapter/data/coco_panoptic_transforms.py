@@ -19,10 +19,15 @@ import cv2
 import numpy as np
 import torch
 
-from vitadapter.data.det_transforms import RandomCropAtMost, ScaleLongestSide
+from vitadapter.data.det_transforms import (
+    DetectionTransform,
+    ScaleLongestSide,
+    build_det_train_transform,
+    build_det_val_transform,
+)
 from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
 
-VOID = 0  # index-map value of pixels in no segment (also the padding)
+VOID = 0  # index-map value of pixels in no segment, and of the padding (the detection pipelines pad masks with 0)
 
 
 class ScaleLongestSideNearest(ScaleLongestSide):
@@ -97,6 +102,13 @@ class PanopticTransform:
         return result
 
 
+def _on_segment_maps(detection: DetectionTransform, seed: int | None = None) -> PanopticTransform:
+    """A detection pipeline's steps with ``ScaleLongestSideNearest`` for its rescale (no boxes to carry)."""
+    steps = [ScaleLongestSideNearest(t.size, scale_range=t.scale_range) if isinstance(t, ScaleLongestSide) else t
+             for t in detection.compose.transforms]
+    return PanopticTransform(A.Compose(steps, save_applied_params=True, seed=seed))
+
+
 def build_panoptic_train_transform(
     image_size: int = 1024,
     scale_range: Sequence[float] = (0.1, 2.0),
@@ -104,7 +116,7 @@ def build_panoptic_train_transform(
     std: Sequence[float] = IMAGENET_STD,
     seed: int | None = None,
 ) -> PanopticTransform:
-    """Build the large-scale-jitter training pipeline (see the module docstring).
+    """Build the large-scale-jitter training pipeline: ``build_det_train_transform``'s steps on a segment map.
 
     Args:
         image_size: Side of the square output.
@@ -116,19 +128,7 @@ def build_panoptic_train_transform(
     Returns:
         A transform whose image is 3×image_size×image_size (zero padding bottom/right, void in the masks).
     """
-    compose = A.Compose(
-        [
-            ScaleLongestSideNearest(image_size, scale_range=scale_range),
-            RandomCropAtMost(image_size, image_size),
-            A.HorizontalFlip(p=0.5),
-            A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-            A.PadIfNeeded(min_height=image_size, min_width=image_size, position="top_left",
-                          border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=VOID),
-        ],
-        save_applied_params=True,
-        seed=seed,
-    )
-    return PanopticTransform(compose)
+    return _on_segment_maps(build_det_train_transform(image_size, scale_range, mean, std), seed)
 
 
 def build_panoptic_val_transform(
@@ -144,8 +144,4 @@ def build_panoptic_val_transform(
     Returns:
         A transform whose ``scale`` maps back exactly: original = transformed / scale.
     """
-    compose = A.Compose(
-        [ScaleLongestSideNearest(image_size), A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)],
-        save_applied_params=True,
-    )
-    return PanopticTransform(compose)
+    return _on_segment_maps(build_det_val_transform(image_size, mean, std))
