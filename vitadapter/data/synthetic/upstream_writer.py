@@ -1,0 +1,127 @@
+"""Write the upstream pretraining set (``upstream_shapes``) once, in an ADE20K-like layout with 16-bit labels.
+
+::
+
+    root/
+      images/training/upstream_train_00000001.jpg ...        RGB, JPEG quality 95
+      annotations/training/upstream_train_00000001.png ...   uint16, index into class_names (1028 classes)
+      images/validation/upstream_val_00000001.jpg ...
+      annotations/validation/upstream_val_00000001.png ...
+      synthetic.json                                          parameters, class names, completion flag
+
+Labels need 16 bits (1028 classes), so the PNGs are single-channel uint16. ``synthetic.json`` is written first with
+``"complete": false`` and rewritten with ``true`` at the end, as for the other synthetic sets: an interrupted write
+is recognised and rewritten, and a folder holding other data is never overwritten.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vitadapter.data.synthetic.marker import METADATA_FILE, marker_complete, read_marker, write_marker
+from vitadapter.data.synthetic.upstream_shapes import (
+    UPSTREAM_SCENE_VERSION,
+    render_upstream_scene,
+    upstream_class_names,
+)
+
+_FORMAT = "upstream_shapes"
+_FORMAT_VERSION = 1
+_JPEG_QUALITY = 95
+# (split folder, file-name prefix, stream id): train and val draw from independent seeded streams.
+UPSTREAM_SPLITS = (("training", "upstream_train", 0), ("validation", "upstream_val", 1))
+
+
+def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int, seed: int) -> dict[str, Any]:
+    return {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "scene_version": UPSTREAM_SCENE_VERSION,
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "image_size": int(image_size),
+        "max_objects": int(max_objects),
+        "seed": int(seed),
+        "class_names": upstream_class_names(),
+    }
+
+
+def is_upstream_set_complete(root: str | Path, num_train: int = 20000, num_val: int = 200, image_size: int = 128,
+                             max_objects: int = 6, seed: int = 0) -> bool:
+    """Tell whether ``root`` already holds a finished upstream set written with these parameters.
+
+    Args:
+        root: Dataset root.
+        num_train: Number of training images.
+        num_val: Number of validation images.
+        image_size: Image side length in pixels.
+        max_objects: Maximum objects per image.
+        seed: Base random seed.
+
+    Returns:
+        True if ``synthetic.json`` records a complete write with exactly these parameters.
+    """
+    return marker_complete(Path(root), _parameters(num_train, num_val, image_size, max_objects, seed))
+
+
+def _encode(path: Path, ext: str, array: np.ndarray, params: list[int]) -> None:
+    ok, buf = cv2.imencode(ext, array, params)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    path.write_bytes(buf.tobytes())
+
+
+def write_upstream_set(root: str | Path, num_train: int = 20000, num_val: int = 200, image_size: int = 128,
+                       max_objects: int = 6, seed: int = 0) -> Path:
+    """Write the upstream set, unless the same set is already complete there.
+
+    Args:
+        root: Dataset root to create or refresh.
+        num_train: Number of training images (>= 1).
+        num_val: Number of validation images (>= 1).
+        image_size: Image side length in pixels.
+        max_objects: Maximum objects per image (0 to this many are drawn).
+        seed: Base seed; image ``i`` of a split depends only on (seed, split, i), so the same seed gives
+            byte-identical files and changing ``num_train`` leaves the validation set unchanged.
+
+    Returns:
+        The dataset root.
+
+    Raises:
+        FileExistsError: If ``root`` already holds images or annotations that were not written here.
+    """
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f"num_train and num_val must be >= 1, got {num_train} and {num_val}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    root = Path(root)
+    if is_upstream_set_complete(root, num_train, num_val, image_size, max_objects, seed):
+        return root
+    existing = [root / sub for sub in ("images", "annotations") if (root / sub).exists()]
+    marker = read_marker(root)
+    if existing and (marker is None or marker.get("format", _FORMAT) != _FORMAT):
+        raise FileExistsError(
+            f"{existing[0]} exists but {root / METADATA_FILE} does not record an upstream set written here, so "
+            "this folder holds other data. Refusing to overwrite it: choose an empty folder for the upstream set."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    params = _parameters(num_train, num_val, image_size, max_objects, seed)
+    write_marker(root, params, complete=False)
+    for folder, prefix, stream in UPSTREAM_SPLITS:
+        image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
+        for d in (image_dir, label_dir):
+            shutil.rmtree(d, ignore_errors=True)  # drop leftovers of an earlier, larger or interrupted run
+            d.mkdir(parents=True)
+        for i in range(1, (num_train if stream == 0 else num_val) + 1):
+            scene = render_upstream_scene(np.random.default_rng([seed, stream, i]), image_size, max_objects)
+            stem = f"{prefix}_{i:08d}"
+            bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
+            _encode(image_dir / f"{stem}.jpg", ".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+            _encode(label_dir / f"{stem}.png", ".png", scene.labels, [])
+    write_marker(root, params, complete=True)
+    return root
