@@ -11,7 +11,7 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
-from vitadapter.hydra_callbacks.sweep_plot import pareto_front
+from vitadapter.hydra_callbacks.sweep_plot import pareto_front, place_labels, plot_quality_vs_params
 from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS, SweepSummary, collect_sweep_rows, write_sweep_plot
 
 # method -> (params/trainable, val/mIoU); convpass's job wrote no metrics.json (a failed job)
@@ -65,7 +65,8 @@ def test_summary_rows_columns_figure_and_front(sweep_dir: Path) -> None:
     with open(sweep_dir / "sweep_summary.csv", newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    assert reader.fieldnames == ["job", "method", "params/trainable", "params/total", "val/mIoU", *COST_KEYS]
+    parts = ["params/trainable_adapter", "params/trainable_neck", "params/trainable_head"]
+    assert reader.fieldnames == ["job", "method", "params/trainable", *parts, "params/total", "val/mIoU", *COST_KEYS]
     assert [r["method"] for r in rows] == list(JOBS)
     assert [r["val/mIoU"] for r in rows] == ["20.0", "30.0", "25.0", "30.0", "40.0", ""]
     assert [r["params/trainable"] for r in rows] == ["1000", "2000", "2000", "5000", "100000", ""]
@@ -74,7 +75,7 @@ def test_summary_rows_columns_figure_and_front(sweep_dir: Path) -> None:
 
     md = (sweep_dir / "sweep_summary.md").read_text().splitlines()
     assert md[0] == "| " + " | ".join(reader.fieldnames) + " |"
-    assert md[2] == "| 0 | none | 1000 | 1000000 | 20.00 | 10.00 | 100.00 | cuda_allocated | 1.50 | 0.25 |"
+    assert md[2] == "| 0 | none | 1000 | — | — | — | 1000000 | 20.00 | 10.00 | 100.00 | cuda_allocated | 1.50 | 0.25 |"
     assert md[-1].startswith("| 5 | convpass | — |") and len(md) == 2 + len(JOBS)
 
     png = sweep_dir / "sweep_summary.png"
@@ -108,3 +109,42 @@ def test_swept_values_besides_the_method_keep_their_columns(tmp_path: Path) -> N
                                                                                ("bottleneck", "8"),
                                                                                ("convpass", "4")]
     assert list(rows[0])[:3] == ["job", "method", "model.adapter.bottleneck_dim"]
+
+
+def test_labels_of_close_points_do_not_overlap() -> None:
+    """Twelve runs, several with nearly the same parameters and quality (as none / norm / bitfit in a real sweep):
+    every label box is clear of the others, of every point and of the legend, and inside the axes."""
+    import matplotlib.pyplot as plt
+
+    points = [(4.3e5, 30.1), (4.33e5, 30.5), (4.39e5, 31.0), (4.42e5, 31.2), (4.68e5, 30.9), (5.04e5, 31.5),
+              (5.05e5, 31.6), (5.5e5, 33.0), (5.8e5, 33.1), (5.8e5, 38.0), (1.08e6, 36.0), (2.33e6, 35.0)]
+    labels = ["none", "norm", "bitfit", "ssf", "vpt", "lora", "dora", "bottleneck", "convpass", "convpass_demo",
+              "vit_adapter", "full"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_xscale("log")
+    ax.scatter(*zip(*points))
+    ax.legend(["run"], loc="lower right")
+    ax.margins(x=0.15, y=0.12)
+    fig.tight_layout()
+    texts = place_labels(ax, points, labels)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert [t.get_text() for t in texts] == labels
+    frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend().get_window_extent(renderer)
+    for i, box in enumerate(boxes):
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        assert not box.overlaps(legend)
+        assert not any(box.overlaps(other) for other in boxes[i + 1:]), labels[i]
+        for x, y in (ax.transData.transform(p) for p in points):
+            assert not (box.x0 < x < box.x1 and box.y0 < y < box.y1), labels[i]
+    plt.close(fig)
+
+
+def test_figure_shows_the_trainable_parameters_by_part(tmp_path: Path) -> None:
+    parts = [{"params/trainable_adapter": 0, "params/trainable_neck": 250_000, "params/trainable_head": 180_000},
+             {"params/trainable_adapter": 1_900_000, "params/trainable_neck": 250_000, "params/trainable_head": 180_000}]
+    plot_quality_vs_params([(430_000, 30.0), (2_330_000, 35.0)], ["none", "full"], tmp_path / "parts.png",
+                           "val/mIoU", parts=parts)
+    with Image.open(tmp_path / "parts.png") as image:
+        assert image.size == (1300, 500)  # two panels: quality against parameters, parameters by part

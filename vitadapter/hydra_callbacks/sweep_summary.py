@@ -16,11 +16,12 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vitadapter.hydra_callbacks.sweep_plot import plot_quality_vs_params
+from vitadapter.hydra_callbacks.sweep_plot import PARTS, plot_quality_vs_params
 
 log = logging.getLogger(__name__)
 
-METRIC_PREFIXES = ("params/trainable", "params/total")
+# the trainable parameters, by part (vitadapter.utils.params), and all parameters
+METRIC_PREFIXES = ("params/trainable", *(key for key, _ in PARTS), "params/total")
 # what each run cost (see vitadapter.cost.run_cost), reported after the quality metrics
 COST_KEYS = ("perf/train_step_ms", "perf/peak_memory_mb", "perf/peak_memory_kind", "perf/infer_ms_per_image",
              "ckpt/size_mb")
@@ -99,7 +100,8 @@ def write_sweep_summary(sweep_dir: str | Path, metric_keys: list[str], mode: str
 
 def write_sweep_plot(rows: list[dict[str, Any]], keys: list[str], metric: str, png_path: Path,
                      mode: str = "max") -> list[str]:
-    """Plots `metric` against `params/trainable` per row, labelled by its swept values.
+    """Plots `metric` against `params/trainable` per row, labelled by its swept values, and (when the rows hold
+    them) each row's trainable parameters by part.
 
     Rows without either figure (or with no trainable parameter) are left out of the figure.
 
@@ -114,7 +116,10 @@ def write_sweep_plot(rows: list[dict[str, Any]], keys: list[str], metric: str, p
     if len(rows) == 1:  # a lone job's keys are all its overrides: too long for a label
         keys = [k for k in keys if k == METHOD_COLUMN]
     labels = [", ".join(str(r[k]) for k in keys) if keys else str(r["job"]) for r in plotted]
-    front = plot_quality_vs_params(points, labels, png_path, metric, maximize=mode != "min")
+    parts = [{key: r.get(key) for key, _ in PARTS} for r in plotted]
+    has_parts = any(value is not None for part in parts for value in part.values())
+    front = plot_quality_vs_params(points, labels, png_path, metric, maximize=mode != "min",
+                                   parts=parts if has_parts else None)
     return [plotted[i]["job"] for i in front]
 
 
