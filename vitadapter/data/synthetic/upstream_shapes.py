@@ -236,6 +236,30 @@ def _background(kind: str, rng: np.random.Generator, h: int, w: int, scale: floa
     raise ValueError(f"unknown upstream background {kind!r}; expected one of {UPSTREAM_BACKGROUNDS}")
 
 
+def _hides_too_much(owner: np.ndarray, mask: np.ndarray, areas: list[int]) -> bool:
+    """Whether painting ``mask`` over ``owner`` (0 = background, k = k-th object) would leave an earlier object less
+    than ``_MIN_VISIBLE_FRACTION`` of its area."""
+    if not areas:
+        return False
+    bins = len(areas) + 1
+    left = np.bincount(owner.ravel(), minlength=bins) - np.bincount(owner[mask], minlength=bins)
+    return bool(np.any(left[1:] < _MIN_VISIBLE_FRACTION * np.asarray(areas)))
+
+
+def _place(name: str, rng: np.random.Generator, owner: np.ndarray, areas: list[int],
+           scale: float) -> tuple[np.ndarray, float, float] | None:
+    """A mask of shape ``name`` at a random place and size that is mostly inside the image and hides no earlier object
+    too much, with its centre; None after ``_PLACEMENT_TRIES`` failures."""
+    h, w = owner.shape
+    for _ in range(_PLACEMENT_TRIES):
+        extent = rng.uniform(_MIN_EXTENT, _MAX_EXTENT) * scale
+        cx, cy = rng.uniform(0.0, w), rng.uniform(0.0, h)
+        mask = _object_mask(name, rng, h, w, cx, cy, extent)
+        if mask.sum() >= 0.12 * extent * extent and not _hides_too_much(owner, mask, areas):
+            return mask, cx, cy
+    return None
+
+
 def render_upstream_scene(rng: np.random.Generator, image_size: int | tuple[int, int],
                           max_objects: int = 6) -> UpstreamScene:
     """Render one random pretraining scene.
@@ -261,21 +285,11 @@ def render_upstream_scene(rng: np.random.Generator, image_size: int | tuple[int,
     for _ in range(int(rng.integers(0, max_objects + 1))):
         shape, texture = int(rng.integers(len(UPSTREAM_SHAPES))), int(rng.integers(len(UPSTREAM_TEXTURES)))
         colour = int(rng.integers(len(UPSTREAM_COLOURS)))
-        for _try in range(_PLACEMENT_TRIES):
-            extent = rng.uniform(_MIN_EXTENT, _MAX_EXTENT) * scale
-            cx, cy = rng.uniform(0.0, w), rng.uniform(0.0, h)
-            mask = _object_mask(UPSTREAM_SHAPES[shape], rng, h, w, cx, cy, extent)
-            area = int(mask.sum())
-            if area < 0.12 * extent * extent:  # mostly outside the image
-                continue
-            if full_area:
-                hidden = np.bincount(owner[mask], minlength=len(full_area) + 1)[1:]
-                visible = np.bincount(owner.ravel(), minlength=len(full_area) + 1)[1:]
-                if np.any(visible - hidden < _MIN_VISIBLE_FRACTION * np.asarray(full_area)):
-                    continue
-            break
-        else:
+        placed = _place(UPSTREAM_SHAPES[shape], rng, owner, full_area, scale)
+        if placed is None:
             continue  # no acceptable placement: one object fewer
+        mask, cx, cy = placed
+        area = int(mask.sum())
         ys, xs = np.nonzero(mask)
         base = _object_colour(rng, UPSTREAM_COLOURS[colour][1], image[ys, xs].mean(axis=0))
         shade = base * 0.35 if rng.random() < 0.5 else base + (255.0 - base) * 0.6

@@ -38,6 +38,10 @@ UPSTREAM_SPLITS = (("training", "upstream_train", 0), ("validation", "upstream_v
 
 
 def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int, seed: int) -> dict[str, Any]:
+    """The marker's parameters (checked: at least one image per split, a non-negative seed)."""
+    if min(num_train, num_val) < 1 or seed < 0:
+        raise ValueError(f"the upstream set needs num_train >= 1, num_val >= 1 and seed >= 0; got {num_train}, "
+                         f"{num_val} and {seed}")
     return {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -69,13 +73,6 @@ def is_upstream_set_complete(root: str | Path, num_train: int = 20000, num_val: 
     return marker_complete(Path(root), _parameters(num_train, num_val, image_size, max_objects, seed))
 
 
-def _encode(path: Path, ext: str, array: np.ndarray, params: list[int]) -> None:
-    ok, buf = cv2.imencode(ext, array, params)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    path.write_bytes(buf.tobytes())
-
-
 def write_upstream_set(root: str | Path, num_train: int = 20000, num_val: int = 200, image_size: int = 128,
                        max_objects: int = 6, seed: int = 0) -> Path:
     """Write the upstream set, unless the same set is already complete there.
@@ -95,12 +92,9 @@ def write_upstream_set(root: str | Path, num_train: int = 20000, num_val: int = 
     Raises:
         FileExistsError: If ``root`` already holds images or annotations that were not written here.
     """
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f"num_train and num_val must be >= 1, got {num_train} and {num_val}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
     root = Path(root)
-    if is_upstream_set_complete(root, num_train, num_val, image_size, max_objects, seed):
+    params = _parameters(num_train, num_val, image_size, max_objects, seed)
+    if marker_complete(root, params):
         return root
     existing = [root / sub for sub in ("images", "annotations") if (root / sub).exists()]
     marker = read_marker(root)
@@ -110,18 +104,30 @@ def write_upstream_set(root: str | Path, num_train: int = 20000, num_val: int = 
             "this folder holds other data. Refusing to overwrite it: choose an empty folder for the upstream set."
         )
     root.mkdir(parents=True, exist_ok=True)
-    params = _parameters(num_train, num_val, image_size, max_objects, seed)
     write_marker(root, params, complete=False)
     for folder, prefix, stream in UPSTREAM_SPLITS:
-        image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
-        for d in (image_dir, label_dir):
-            shutil.rmtree(d, ignore_errors=True)  # drop leftovers of an earlier, larger or interrupted run
-            d.mkdir(parents=True)
-        for i in range(1, (num_train if stream == 0 else num_val) + 1):
-            scene = render_upstream_scene(np.random.default_rng([seed, stream, i]), image_size, max_objects)
-            stem = f"{prefix}_{i:08d}"
-            bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
-            _encode(image_dir / f"{stem}.jpg", ".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-            _encode(label_dir / f"{stem}.png", ".png", scene.labels, [])
+        count = num_train if stream == 0 else num_val
+        _write_split(root, folder, prefix, [np.random.default_rng([seed, stream, i]) for i in range(1, count + 1)],
+                     image_size, max_objects)
     write_marker(root, params, complete=True)
     return root
+
+
+def _write_split(root: Path, folder: str, prefix: str, generators: list[np.random.Generator], image_size: int,
+                 max_objects: int) -> None:
+    """Renders one scene per generator into ``images/folder`` and ``annotations/folder`` (emptied first: leftovers of an
+    earlier, larger or interrupted write go)."""
+    image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
+    for folder_path in (image_dir, label_dir):
+        shutil.rmtree(folder_path, ignore_errors=True)
+        folder_path.mkdir(parents=True)
+    for number, rng in enumerate(generators, start=1):
+        scene = render_upstream_scene(rng, image_size, max_objects)
+        name = f"{prefix}_{number:08d}"
+        ok_image, jpeg = cv2.imencode(".jpg", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
+                                      [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+        ok_labels, png = cv2.imencode(".png", scene.labels)
+        if not (ok_image and ok_labels):
+            raise OSError(f"could not encode {image_dir / name}.jpg or {label_dir / name}.png")
+        (image_dir / f"{name}.jpg").write_bytes(jpeg.tobytes())
+        (label_dir / f"{name}.png").write_bytes(png.tobytes())
