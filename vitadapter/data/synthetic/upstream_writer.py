@@ -57,19 +57,7 @@ def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int,
 
 def is_upstream_set_complete(root: str | Path, num_train: int = 20000, num_val: int = 200, image_size: int = 128,
                              max_objects: int = 6, seed: int = 0) -> bool:
-    """Tell whether ``root`` already holds a finished upstream set written with these parameters.
-
-    Args:
-        root: Dataset root.
-        num_train: Number of training images.
-        num_val: Number of validation images.
-        image_size: Image side length in pixels.
-        max_objects: Maximum objects per image.
-        seed: Base random seed.
-
-    Returns:
-        True if ``synthetic.json`` records a complete write with exactly these parameters.
-    """
+    """Whether ``root`` holds a finished upstream set written with these parameters (``write_upstream_set``'s)."""
     return marker_complete(Path(root), _parameters(num_train, num_val, image_size, max_objects, seed))
 
 
@@ -78,13 +66,12 @@ def write_upstream_set(root: str | Path, num_train: int = 20000, num_val: int = 
     """Write the upstream set, unless the same set is already complete there.
 
     Args:
-        root: Dataset root to create or refresh.
-        num_train: Number of training images (>= 1).
-        num_val: Number of validation images (>= 1).
-        image_size: Image side length in pixels.
-        max_objects: Maximum objects per image (0 to this many are drawn).
-        seed: Base seed; image ``i`` of a split depends only on (seed, split, i), so the same seed gives
-            byte-identical files and changing ``num_train`` leaves the validation set unchanged.
+        root: the folder to write (created if needed).
+        num_train, num_val: images per split (>= 1 each).
+        image_size: side of the square images in pixels.
+        max_objects: most objects per image (0 to this many are drawn).
+        seed: base seed (>= 0). Image ``i`` of a split depends on (seed, split, i) alone: the same seed writes the
+            same bytes, and more training images leave the validation images as they were.
 
     Returns:
         The dataset root.
