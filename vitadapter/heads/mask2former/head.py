@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from vitadapter.heads.conv_module import select_levels
 from vitadapter.heads.mask2former.loss import MaskClassificationLoss
 from vitadapter.heads.mask2former.postprocess import semantic_scores
-from vitadapter.heads.mask2former.targets import MaskTargets, semantic_targets
+from vitadapter.heads.mask2former.targets import UNLABELLED_MODES, MaskTargets, semantic_targets
 
 DEFAULT_KEYS = ("s4", "s8", "s16", "s32")
 LOSS_DEFAULTS: dict[str, Any] = {
@@ -40,6 +40,7 @@ LOSS_DEFAULTS: dict[str, Any] = {
     "oversample_ratio": 3.0,
     "importance_sample_ratio": 0.75,
     "deep_supervision": True,
+    "unlabelled": "exclude",
 }
 
 
@@ -55,12 +56,17 @@ class QueryPredictions(NamedTuple):
     mask_logits: list[Tensor]
 
 
-@contextmanager
-def fitting_group_norms(module: ModuleType) -> Iterator[None]:
-    """While `module` builds layers, its `nn.GroupNorm(32, C)` takes gcd(32, C) groups.
+PIXEL_DECODER_NORMS = ("gn", "bn")
 
-    transformers' pixel decoder hard-codes 32 groups, which needs C divisible by 32; with this rule (the one of
-    `heads/conv_module.py`) the paper's widths build the same layers and narrower ones (tests, CPU demos) build too.
+
+@contextmanager
+def pixel_decoder_norms(module: ModuleType, norm: str) -> Iterator[None]:
+    """While `module` builds layers, its `nn.GroupNorm(32, C)` becomes GroupNorm(gcd(32, C), C) (`norm="gn"`) or
+    BatchNorm2d(C) (`norm="bn"`).
+
+    transformers' pixel decoder hard-codes 32 groups, which needs C divisible by 32; with gcd(32, C) groups (the
+    rule of `heads/conv_module.py`) the paper's widths build the same layers and narrower ones (tests, CPU demos)
+    build too. BatchNorm learns faster from scratch (the CPU demos' random ViT).
     """
 
     class TorchNN:
@@ -68,7 +74,9 @@ def fitting_group_norms(module: ModuleType) -> Iterator[None]:
             return getattr(nn, name)
 
         @staticmethod
-        def GroupNorm(num_groups: int, num_channels: int, *args: Any, **kwargs: Any) -> nn.GroupNorm:  # noqa: N802
+        def GroupNorm(num_groups: int, num_channels: int, *args: Any, **kwargs: Any) -> nn.Module:  # noqa: N802
+            if norm == "bn":
+                return nn.BatchNorm2d(num_channels)
             return nn.GroupNorm(math.gcd(num_groups, num_channels), num_channels, *args, **kwargs)
 
     original = module.nn
@@ -94,11 +102,14 @@ class Mask2FormerHead(nn.Module):
         decoder_feedforward: hidden width of the decoder's feed-forward layers (paper: 2048).
         pixel_decoder_feedforward: hidden width of the pixel decoder's feed-forward layers (paper: 1024).
         pre_norm: LayerNorm before each decoder sublayer instead of after (paper: false).
+        pixel_decoder_norm: "gn" (the paper's GroupNorm) or "bn" (BatchNorm, faster to learn from scratch) after the
+            pixel decoder's convolutions.
         in_keys: the pyramid's four levels, finest first.
         loss: settings of the training loss, any of `LOSS_DEFAULTS`: the loss weights (class 2, mask 5, dice 5),
             `no_object_weight` 0.1, `train_num_points` 12544 (null: every pixel of the stride-4 masks),
             `oversample_ratio` 3, `importance_sample_ratio` 0.75, `deep_supervision` (every layer's
-            predictions trained, not only the last).
+            predictions trained, not only the last), `unlabelled` ("exclude": unlabelled pixels neither trained on
+            nor costed; "background": background of every mask, as Mask2Former's own semantic training).
     """
 
     outputs_scores = True
@@ -116,6 +127,7 @@ class Mask2FormerHead(nn.Module):
         decoder_feedforward: int = 2048,
         pixel_decoder_feedforward: int = 1024,
         pre_norm: bool = False,
+        pixel_decoder_norm: str = "gn",
         in_keys: Sequence[str] = DEFAULT_KEYS,
         loss: Mapping[str, Any] | None = None,
     ) -> None:
@@ -126,6 +138,8 @@ class Mask2FormerHead(nn.Module):
             raise ValueError(f"model.head.channels={channels} must be a multiple of model.head.heads={heads}")
         if decoder_layers < 1 or pixel_decoder_layers < 0 or num_queries < 1:
             raise ValueError("model.head needs decoder_layers >= 1, pixel_decoder_layers >= 0 and num_queries >= 1")
+        if pixel_decoder_norm not in PIXEL_DECODER_NORMS:
+            raise ValueError(f"model.head.pixel_decoder_norm={pixel_decoder_norm!r}; expected one of {PIXEL_DECODER_NORMS}")
         unknown = sorted(set(loss or {}) - set(LOSS_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown model.head.loss key(s) {unknown}; allowed: {sorted(LOSS_DEFAULTS)}")
@@ -133,6 +147,9 @@ class Mask2FormerHead(nn.Module):
         self.num_classes = num_classes
         self.in_keys = tuple(in_keys)
         self.deep_supervision = bool(settings["deep_supervision"])
+        if settings["unlabelled"] not in UNLABELLED_MODES:
+            raise ValueError(f"model.head.loss.unlabelled={settings['unlabelled']!r}; expected one of {UNLABELLED_MODES}")
+        self.unlabelled = settings["unlabelled"]
 
         from transformers import Mask2FormerConfig
         from transformers.models.mask2former import modeling_mask2former as m2f
@@ -144,12 +161,15 @@ class Mask2FormerHead(nn.Module):
             encoder_feedforward_dim=pixel_decoder_feedforward, pre_norm=pre_norm, dropout=0.0, common_stride=4,
             feature_strides=[4, 8, 16, 32],
         )
-        with fitting_group_norms(m2f):
+        with pixel_decoder_norms(m2f, pixel_decoder_norm):
             self.pixel_decoder = m2f.Mask2FormerPixelDecoder(config, feature_channels=[in_channels] * 4)
         self.transformer = m2f.Mask2FormerTransformerModule(in_features=channels, config=config)
         self.class_predictor = nn.Linear(channels, num_classes + 1)
-        # transformers' own initialisation (it visits children before parents, as `apply` does)
+        # transformers' own initialisation (it visits children before parents, as `apply` does), but BatchNorm as
+        # torch starts it (transformers draws its scales around 0, for its backbones' BatchNorms)
         self.apply(m2f.Mask2FormerPreTrainedModel(config)._init_weights)
+        for batch_norm in (m for m in self.modules() if isinstance(m, nn.BatchNorm2d)):
+            batch_norm.reset_parameters()
         self.criterion = MaskClassificationLoss(
             num_classes, settings["class_weight"], settings["mask_weight"], settings["dice_weight"],
             settings["no_object_weight"], settings["train_num_points"], settings["oversample_ratio"],
@@ -180,7 +200,7 @@ class Mask2FormerHead(nn.Module):
 
     def segmentation_loss(self, pyramid: Mapping[str, Tensor], label_maps: Tensor,
                           ignore_index: int = 255) -> dict[str, Tensor]:
-        """The loss of semantic segmentation: per image one mask per class present, unlabelled pixels left out.
+        """The loss of semantic segmentation: per image one mask per class present (`semantic_targets`).
 
         Args:
             pyramid: the encoder's pyramid of a batch.
@@ -190,7 +210,9 @@ class Mask2FormerHead(nn.Module):
         Returns:
             As `loss`; 0 with zero gradient for a batch without a labelled pixel.
         """
-        return self.loss(self.predict_queries(pyramid), semantic_targets(label_maps, self.num_classes, ignore_index))
+        targets = semantic_targets(label_maps, self.num_classes, ignore_index, self.unlabelled)
+        return self.loss(self.predict_queries(pyramid), targets)
 
 
-__all__ = ["DEFAULT_KEYS", "LOSS_DEFAULTS", "Mask2FormerHead", "QueryPredictions", "fitting_group_norms"]
+__all__ = ["DEFAULT_KEYS", "LOSS_DEFAULTS", "PIXEL_DECODER_NORMS", "Mask2FormerHead", "QueryPredictions",
+           "pixel_decoder_norms"]

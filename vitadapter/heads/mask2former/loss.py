@@ -140,7 +140,7 @@ class MaskClassificationLoss(nn.Module):
         predicted = mask_logits[images, torch.cat([rows for rows, _ in matches])]
         truth = torch.cat([t.masks[cols.to(t.masks.device)] for t, (_, cols) in zip(targets, matches)]).to(predicted)
         valid = (None if all(t.valid is None for t in targets) else torch.stack(
-            [torch.ones_like(t.masks[0]) if t.valid is None else t.valid for t in targets])[images].to(predicted))
+            [t.masks.new_ones(t.masks.shape[-2:]) if t.valid is None else t.valid for t in targets])[images].to(predicted))
         if self.num_points is None:
             points = pixel_centres(*predicted.shape[-2:], device=predicted.device).expand(len(predicted), -1, -1)
             logits = predicted.flatten(1)
@@ -151,7 +151,7 @@ class MaskClassificationLoss(nn.Module):
             logits = sample_at(predicted, points)
         with torch.no_grad():
             truth_points = sample_at(truth, points)
-            weights = torch.ones_like(truth_points) if valid is None else sample_at(valid, points)
+            weights = torch.ones_like(truth_points) if valid is None else sample_at(valid, points, "border")
         cross_entropy, dice = mask_losses(logits, truth_points, weights)
         return cross_entropy.sum() / num_masks, dice.sum() / num_masks
 

@@ -22,11 +22,15 @@ from torch import Tensor
 from vitadapter.heads.mask2former.targets import MaskTargets
 
 
-def sample_at(maps: Tensor, points: Tensor) -> Tensor:
-    """Bilinear values of N×h×w maps at N×P points (x, y in [0, 1]; zero outside), as N×P."""
+def sample_at(maps: Tensor, points: Tensor, padding_mode: str = "zeros") -> Tensor:
+    """Bilinear values of N×h×w maps at N×P points (x, y in [0, 1]), as N×P.
+
+    Masks are sampled as transformers samples them, zero outside (within half a pixel of the border a mask value
+    fades); validity maps with `padding_mode="border"`, so that the border pixels count fully.
+    """
     from transformers.models.mask2former.modeling_mask2former import sample_point
 
-    return sample_point(maps[:, None], points.to(maps.dtype), align_corners=False)[:, 0]
+    return sample_point(maps[:, None], points.to(maps.dtype), align_corners=False, padding_mode=padding_mode)[:, 0]
 
 
 def pixel_centres(height: int, width: int, device: torch.device) -> Tensor:
@@ -96,7 +100,7 @@ def importance_points(logits: Tensor, valid: Tensor | None, num_points: int, ove
     candidates = torch.rand(count, int(num_points * oversample_ratio), 2, device=logits.device)
     uncertainty = -sample_at(logits, candidates).abs()
     if valid is not None:
-        uncertainty = uncertainty.masked_fill(sample_at(valid, candidates) <= 0, float("-inf"))
+        uncertainty = uncertainty.masked_fill(sample_at(valid, candidates, "border") <= 0, float("-inf"))
     kept = int(importance_ratio * num_points)
     index = uncertainty.topk(kept, dim=1).indices
     points = candidates.gather(1, index[..., None].expand(-1, -1, 2))
@@ -139,7 +143,7 @@ def hungarian_match(class_logits: Tensor, mask_logits: Tensor, targets: Sequence
         masks = target.masks.to(predicted)
         truth = sample_at(masks, points.expand(masks.shape[0], -1, -1))
         weights = (torch.ones_like(points[0, :, 0]) if target.valid is None
-                   else sample_at(target.valid[None].to(predicted), points)[0])
+                   else sample_at(target.valid[None].to(predicted), points, "border")[0])
         cross_entropy, dice = pairwise_mask_costs(predicted, truth, weights)
         probs = image_logits.float().softmax(-1)[:, target.labels]
         cost = cost_mask * cross_entropy - cost_class * probs + cost_dice * dice

@@ -3,8 +3,8 @@ that count.
 
 Semantic segmentation makes one mask per class present in the label map (Mask2Former's semantic training);
 instance and panoptic data make one per object or stuff region. Unlabelled pixels (`ignore_index`, crowd
-regions) are left out of the mask losses and the matching costs through `valid` rather than counted as
-background of every mask.
+regions) are left out of the mask losses and the matching costs through `valid` (or, optionally, counted as
+background of every mask, as Mask2Former's own semantic training counts them).
 """
 
 from __future__ import annotations
@@ -43,19 +43,28 @@ class MaskTargets:
         return self.valid is None or bool(self.valid.any())
 
 
-def semantic_targets(label_maps: Tensor, num_classes: int, ignore_index: int = 255) -> list[MaskTargets]:
-    """One mask per class present in each label map, ignored pixels not valid.
+UNLABELLED_MODES = ("exclude", "background")
+
+
+def semantic_targets(label_maps: Tensor, num_classes: int, ignore_index: int = 255,
+                     unlabelled: str = "exclude") -> list[MaskTargets]:
+    """One mask per class present in each label map.
 
     Args:
         label_maps: B×H×W int64 class indices, `ignore_index` where unlabelled.
         num_classes: the number of classes K (labels must be 0..K-1 or `ignore_index`).
         ignore_index: the label of unlabelled pixels.
+        unlabelled: "exclude": unlabelled pixels are not valid (neither trained on nor costed); "background": they
+            are background of every mask (as Mask2Former's own semantic training has them), so masks learn to
+            stay off them. Either way an image without a labelled pixel trains nothing.
 
     Returns:
         One `MaskTargets` per image, its classes in increasing order.
     """
     if label_maps.dim() != 3:
         raise ValueError(f"expected B×H×W label maps, got shape {tuple(label_maps.shape)}")
+    if unlabelled not in UNLABELLED_MODES:
+        raise ValueError(f"unlabelled={unlabelled!r}; expected one of {UNLABELLED_MODES}")
     targets = []
     for label_map in label_maps:
         valid = label_map != ignore_index
@@ -64,8 +73,10 @@ def semantic_targets(label_maps: Tensor, num_classes: int, ignore_index: int = 2
         if outside.numel():
             raise ValueError(f"label values {outside.tolist()} are neither classes 0..{num_classes - 1} nor "
                              f"ignore_index {ignore_index}; check the dataset's labels and data.class_names")
+        if unlabelled == "background" and present.numel():
+            valid = None
         targets.append(MaskTargets(present, label_map[None] == present[:, None, None], valid))
     return targets
 
 
-__all__ = ["MaskTargets", "semantic_targets"]
+__all__ = ["UNLABELLED_MODES", "MaskTargets", "semantic_targets"]
