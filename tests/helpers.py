@@ -42,8 +42,9 @@ def _neck_overrides(neck: str | None) -> list[str]:
 
 def experiment_neck(experiment: str) -> str | None:
     """The neck an experiment's file name implies (`*_vit_adapter`, `*_dinov3`: DINOv3's extractor-only ViT-Adapter;
-    `*_linear`: the linear protocols read the tapped tokens), else None (its own)."""
-    if experiment.endswith(("_vit_adapter", "_dinov3")):
+    `ade20k_seg_m2f`: ViT-Adapter-B + Mask2Former; `*_linear`: the linear protocols read the tapped tokens), else
+    None (its own)."""
+    if experiment.endswith(("_vit_adapter", "_dinov3")) or experiment == "ade20k_seg_m2f":
         return "vit_adapter"
     return "tokens" if experiment.endswith("_linear") else None
 
