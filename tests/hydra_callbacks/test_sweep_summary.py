@@ -148,3 +148,12 @@ def test_figure_shows_the_trainable_parameters_by_part(tmp_path: Path) -> None:
                            "val/mIoU", parts=parts)
     with Image.open(tmp_path / "parts.png") as image:
         assert image.size == (1300, 500)  # two panels: quality against parameters, parameters by part
+
+
+def test_a_swept_method_preset_is_the_method_column(tmp_path: Path) -> None:
+    for index, preset in enumerate(["none", "vit_adapter"]):
+        (tmp_path / str(index) / ".hydra").mkdir(parents=True)
+        overrides = ["experiment=demo_seg_pretrained", f"+method={preset}"]
+        (tmp_path / str(index) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    keys, rows = collect_sweep_rows(tmp_path, ["val/mIoU"])
+    assert keys == ["method"] and [r["method"] for r in rows] == ["none", "vit_adapter"]

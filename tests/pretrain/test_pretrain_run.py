@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.depth_data import tiny_depth_overrides
-from tests.helpers import compose_at, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import compose_at, run_cli, tiny_det_overrides, tiny_seg_overrides
 from vitadapter.backbone import ViTBackbone
 from vitadapter.pretrain import read_backbone_metadata
 from vitadapter.pretrain.run import run_pretraining
@@ -117,3 +117,9 @@ def test_a_missing_weights_file_names_the_command_that_makes_it(seg_data_root: P
                      tmp_path)
     with pytest.raises(Exception, match=r"none\.safetensors does not exist(.|\n)*python scripts/pretrain_backbone\.py"):
         build_datamodule_and_task(cfg)
+
+
+def test_the_script_composes_the_pretrain_config() -> None:
+    out = run_cli("scripts/pretrain_backbone.py", "--cfg", "job", "trainer.max_steps=7").stdout
+    assert "_target_: vitadapter.pretrain.PretrainTask" in out and "max_steps: 7" in out
+    assert "output: ${model.backbone.checkpoint}" in out and "vit_tiny_p8_upstream.safetensors" in out
