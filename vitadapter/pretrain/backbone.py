@@ -1,4 +1,4 @@
-"""The frozen backbone of a weights file made by scripts/pretrain_backbone.py, with an error that says how to make it."""
+"""The frozen backbone of the weights scripts/pretrain_backbone.py makes, with an error that says how to make them."""
 
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ class UpstreamDataset(Dataset):
             raise ValueError(f"split={split!r}: choose from {sorted(folders)}")
         self.images = sorted((Path(root) / "images" / split).glob(f"{folders[split]}_*.jpg"))
         if not self.images:
-            raise FileNotFoundError(f"no upstream images in {Path(root) / 'images' / split}; scripts/pretrain_backbone.py "
-                                    "writes the set there when data.synthetic is set")
+            raise FileNotFoundError(f"no upstream images in {Path(root) / 'images' / split}; "
+                                    "scripts/pretrain_backbone.py writes the set there when data.synthetic is set")
         self.labels = [Path(root) / "annotations" / split / f"{p.stem}.png" for p in self.images]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -47,8 +47,8 @@ class UpstreamDataset(Dataset):
         image = cv2.imread(str(self.images[index]), cv2.IMREAD_COLOR)
         labels = cv2.imread(str(self.labels[index]), cv2.IMREAD_UNCHANGED)
         if image is None or labels is None or labels.dtype != np.uint16 or labels.shape != image.shape[:2]:
-            raise ValueError(f"unreadable upstream sample {self.images[index]} / {self.labels[index]} (labels must be a "
-                             "uint16 PNG of the image's size); delete the set's folder to have it rewritten")
+            raise ValueError(f"unreadable upstream sample {self.images[index]} / {self.labels[index]} (labels must "
+                             "be a uint16 PNG of the image's size); delete the set's folder to have it rewritten")
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         if self.flip and torch.rand(()) < 0.5:
             image, labels = image[:, ::-1], labels[:, ::-1]
