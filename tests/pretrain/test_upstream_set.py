@@ -22,7 +22,7 @@ from vitadapter.data.synthetic.upstream_shapes import (
     upstream_class_names,
 )
 from vitadapter.data.synthetic.upstream_writer import is_upstream_set_complete, write_upstream_set
-from vitadapter.pretrain import UpstreamDataset
+from vitadapter.pretrain import UpstreamDataModule, UpstreamDataset
 
 
 def test_no_demo_class_is_drawn_and_the_class_list_is_the_product() -> None:
@@ -100,6 +100,18 @@ def test_writer_layout_labels_and_reuse(tmp_path) -> None:
     sample = dataset[1]
     assert sample["image"].shape == (3, 40, 40) and sample["labels"].shape == (40, 40)
     assert -1.0 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1.0
+
+
+def test_a_bad_label_file_and_a_bad_key_are_named(tmp_path) -> None:
+    root = write_upstream_set(tmp_path / "up", num_train=2, num_val=1, image_size=32)
+    label_file = root / "annotations" / "training" / "upstream_train_00000002.png"
+    cv2.imwrite(str(label_file), np.zeros((32, 32), np.uint8))  # 8-bit: not an upstream label map
+    dataset = UpstreamDataset(root, "training", (0.5,) * 3, (0.5,) * 3)
+    assert dataset[0]["labels"].shape == (32, 32)
+    with pytest.raises(ValueError, match="upstream_train_00000002.png.*uint16"):
+        dataset[1]
+    with pytest.raises(ValueError, match=r"unknown data.synthetic key\(s\) \['size'\]"):
+        UpstreamDataModule(str(root), synthetic={"num_train": 2, "size": 32})
 
 
 def test_writer_refuses_a_folder_holding_other_data(tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,10 @@ class UpstreamDataModule(L.LightningDataModule):
         super().__init__()
         self.root = Path(root)
         self.synthetic = plain(synthetic)
+        allowed = set(inspect.signature(write_upstream_set).parameters) - {"root"}
+        if set(self.synthetic) - allowed:
+            raise ValueError(f"unknown data.synthetic key(s) {sorted(set(self.synthetic) - allowed)}; allowed: "
+                             f"{sorted(allowed)}")
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.mean, self.std = tuple(mean), tuple(std)
 
