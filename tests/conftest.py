@@ -27,6 +27,12 @@ def det_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def panoptic_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder for a tiny synthetic COCO-panoptic-layout set (written by the datamodule on first use)."""
+    return tmp_path_factory.mktemp("tiny_coco_panoptic")
+
+
+@pytest.fixture(scope="session")
 def det_demo_run(tmp_path_factory: pytest.TempPathFactory, det_data_root: Path) -> Path:
     """A 2-step demo_det training run through train.py (shared by the CLI and predict tests); its run directory."""
     run_dir = tmp_path_factory.mktemp("det_demo_run")

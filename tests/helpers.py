@@ -30,6 +30,11 @@ _TINY_RUN_OVERRIDES = [
 ]
 
 
+# the tests' tiny ViT; its name is set explicitly because experiments such as demo_seg name their own backbone in
+# their body, which wins over the group
+_TINY_BACKBONE = ["model/backbone=test_vit", "model.backbone.name=test_vit", "model.backbone.model_kwargs={}"]
+
+
 # necks without a width of their own: ViT-Adapter's levels have the ViT's width, the tapped tokens are the ViT's
 UNSIZED_NECKS = ("vit_adapter", "tokens")
 
@@ -53,10 +58,7 @@ def tiny_seg_overrides(data_root: Path, neck: str | None = None, synthetic: bool
     """Overrides that shrink any segmentation experiment to seconds on a CPU (with another neck if given);
     `synthetic=False` for a dataset already on disk (data configs without a synthetic writer)."""
     return [
-        "model/backbone=test_vit",
-        # experiments such as demo_seg name their own backbone in their body, which wins over the group
-        "model.backbone.name=test_vit",
-        "model.backbone.model_kwargs={}",
+        *_TINY_BACKBONE,
         # the tapped tokens (no spatial module) feed the linear probe, which has no width to shrink
         *(["model/head=linear", "model/aux_head=none"] if neck == "tokens" else ["model.head.channels=16"]),
         *_neck_overrides(neck),
@@ -85,29 +87,36 @@ TINY_DETECTOR_OVERRIDES = {
 }
 
 
-def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn", neck: str | None = None) -> list[str]:
-    """Overrides that shrink a detection experiment (whose detector is `detector`) to seconds on a CPU
-    (with another neck if given).
-
-    A tiny synthetic COCO set is written into `data_root` on first use. The backbone name is set
-    explicitly because experiments such as demo_det name their own backbone in their body.
-    """
+def _tiny_coco_data(data_root: Path, image_size: int = 96, num_train: int = 4) -> list[str]:
+    """A COCO-layout datamodule (instances or panoptic) on a tiny synthetic set written into `data_root` on first
+    use: images of `image_size` px, batches of 2, 3 validation images."""
     return [
-        "model/backbone=test_vit",
-        "model.backbone.name=test_vit",
-        "model.backbone.model_kwargs={}",
-        *TINY_DETECTOR_OVERRIDES[detector],
-        *_neck_overrides(neck),
-        "model.fpn_channels=32",
         f"data.root={data_root}",
-        "data.image_size=96",
+        f"data.image_size={image_size}",
         "data.scale_range=[0.75,1.25]",
         "data.batch_size=2",
         "data.val_batch_size=2",
         "data.num_workers=0",
-        "data.synthetic={num_train:4,num_val:3,image_size:96,seed:0}",
-        *_TINY_RUN_OVERRIDES,
+        f"data.synthetic={{num_train:{num_train},num_val:3,image_size:{image_size},seed:0}}",
     ]
+
+
+def tiny_det_overrides(data_root: Path, detector: str = "mask_rcnn", neck: str | None = None) -> list[str]:
+    """Overrides that shrink a detection experiment (whose detector is `detector`) to seconds on a CPU
+    (with another neck if given); a tiny synthetic COCO set is written into `data_root` on first use."""
+    return [*_TINY_BACKBONE, *TINY_DETECTOR_OVERRIDES[detector], *_neck_overrides(neck), "model.fpn_channels=32",
+            *_tiny_coco_data(data_root), *_TINY_RUN_OVERRIDES]
+
+
+def tiny_mask_classification_overrides(data_root: Path, neck: str | None = None, panoptic: bool = True,
+                                       synthetic: bool = True) -> list[str]:
+    """Overrides that shrink a panoptic (`panoptic=True`, a synthetic COCO panoptic set of 64 px images) or
+    Mask2Former instance experiment (a synthetic COCO instances set of 96 px images) to seconds on a CPU, with
+    another neck if given; `synthetic=False` for a dataset already on disk. The head keeps the experiment's depth
+    and queries at a width of 16."""
+    data = _tiny_coco_data(data_root, *((64, 6) if panoptic else (96, 4)))
+    return [*_TINY_BACKBONE, "model.head.channels=16", *_neck_overrides(neck),
+            *(data if synthetic else [o for o in data if not o.startswith("data.synthetic=")]), *_TINY_RUN_OVERRIDES]
 
 
 TORCH_THREADS = int(os.environ.get("OMP_NUM_THREADS", "1"))

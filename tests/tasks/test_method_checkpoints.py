@@ -1,5 +1,5 @@
-"""For every PEFT method, every neck and both tasks: every trained tensor gets a gradient, the checkpoint
-holds exactly the trained tensors and reloads bit for bit."""
+"""For every PEFT method, every neck and each task (segmentation, detection, panoptic with Mask2Former): every trained
+tensor gets a gradient, the checkpoint holds exactly the trained tensors and reloads bit for bit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import CONFIGS, tiny_det_overrides, tiny_seg_overrides
+from tests.helpers import CONFIGS, tiny_det_overrides, tiny_mask_classification_overrides, tiny_seg_overrides
 from vitadapter.adapters import import_all_methods
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.utils.params import parameter_counts
@@ -21,6 +21,7 @@ CASES = [(method, None) for method in METHODS] + [("none", neck) for neck in NEC
 TASKS = {
     "seg": lambda root, neck: ["experiment=demo_seg", *tiny_seg_overrides(root, neck)],
     "det": lambda root, neck: ["experiment=demo_det", *tiny_det_overrides(root, "mask_rcnn_light", neck)],
+    "pan": lambda root, neck: ["experiment=demo_panoptic", *tiny_mask_classification_overrides(root, neck)],
 }
 
 
@@ -53,6 +54,11 @@ def _training_loss(task: torch.nn.Module, task_kind: str) -> torch.Tensor:
     images = torch.randn(2, 3, 64, 64, generator=generator)
     if task_kind == "seg":
         return task.training_step({"image": images, "mask": torch.randint(0, 8, (2, 64, 64), generator=generator)}, 0)
+    if task_kind == "pan":
+        segments = torch.zeros(2, 64, 64, dtype=torch.bool)
+        segments[0, :32], segments[1, 40:, 8:40] = True, True  # stuff above, a thing below; the rest void
+        return task.training_step({"image": list(images), "masks": [segments, segments],
+                                   "labels": [torch.tensor([5, 1])] * 2, "iscrowd": [torch.tensor([False, False])] * 2}, 0)
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 8:40, 16:48] = 1
     target = {"boxes": torch.tensor([[16.0, 8.0, 48.0, 40.0]]), "labels": torch.tensor([1]), "masks": masks}
@@ -62,17 +68,20 @@ def _training_loss(task: torch.nn.Module, task_kind: str) -> torch.Tensor:
 def _outputs(task: torch.nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
     task.eval()
     with torch.no_grad():
-        return list(task.encoder(image).values()) + [task(image) if hasattr(task, "head") else
-                                                     next(iter(task.detector.backbone(image).values()))]
+        if not hasattr(task, "head"):
+            return list(task.encoder(image).values()) + [next(iter(task.detector.backbone(image).values()))]
+        head = task(image)  # a Mask2Former task: every layer's class and mask logits
+        return list(task.encoder(image).values()) + (
+            [head] if isinstance(head, torch.Tensor) else [*head.class_logits, *head.mask_logits])
 
 
 @pytest.mark.parametrize("task_kind", sorted(TASKS))
 @pytest.mark.parametrize(("method", "neck"), CASES, ids=[f"{m}-{n or 'own_neck'}" for m, n in CASES])
 def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
     method: str, neck: str | None, task_kind: str, compose_config, tmp_path: Path, seg_data_root: Path,
-    det_data_root: Path, request: pytest.FixtureRequest
+    det_data_root: Path, panoptic_data_root: Path, request: pytest.FixtureRequest
 ) -> None:
-    data_root = seg_data_root if task_kind == "seg" else det_data_root
+    data_root = {"seg": seg_data_root, "det": det_data_root, "pan": panoptic_data_root}[task_kind]
     extra = _method_overrides(method, request)
     task = _build(compose_config, task_kind, method, neck, data_root, tmp_path, extra)
     _perturb_trainable(task)

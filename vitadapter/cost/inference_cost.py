@@ -3,8 +3,8 @@
 `perf/infer_ms_per_image` is timed on one validation batch: for segmentation the task's
 `predict_probabilities` (the configured whole or sliding-window inference and test-time augmentation,
 probabilities at the label's size), for depth its `predict_depth` (the same, depths at the ground truth's
-size), for detection the task's `predict` (the detector's eval forward,
-detections mapped back to the original images). The median of 3 timed passes after 1 untimed, in eval
+size), for detection, instance and panoptic segmentation the task's `predict` (the eval forward,
+predictions mapped back to the original images). The median of 3 timed passes after 1 untimed, in eval
 mode, under `torch.inference_mode` and the trainer's precision, on the training device (CUDA
 synchronised around each pass). It times the model as trained and validated, its method NOT merged
 into the frozen weights (merging rewrites the ViT in place and cannot be undone; the task is not
@@ -29,12 +29,15 @@ def configured_inference(task: L.LightningModule, batch: Mapping[str, Any]) -> t
     """The inference validation runs on `batch`, as a callable returning its outputs, and the batch's image count.
 
     Segmentation: `predict_probabilities` per image at its label's size (validation batches are lists of
-    differently sized images, each run alone); depth: `predict_depth` likewise. Detection: `predict` on the
-    batch's images.
+    differently sized images, each run alone); depth: `predict_depth` likewise. Detection, instance segmentation and
+    panoptic segmentation: `predict` on the batch's images.
     """
     if "images" in batch:
         images = batch["images"]
         return lambda: task.predict(images, batch["scales"], batch["orig_sizes"]), len(images)
+    if "panoptic" in batch or not batch:  # panoptic; collate_panoptic gives {} when every image was skipped as bad
+        images = batch.get("image", [])
+        return lambda: task.predict(images, batch["scale"], batch["orig_size"]), len(images)
     if "depth" in batch:
         pairs = list(zip(batch["image"], batch["depth"]))
         return (lambda: [task.predict_depth(image.unsqueeze(0), tuple(depth.shape[-2:])) for image, depth in pairs],

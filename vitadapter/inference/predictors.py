@@ -15,9 +15,11 @@ import torch
 from torch import Tensor
 
 from vitadapter.data import COCODataModule, SegmentationDataModule, build_det_val_transform, build_val_transform
+from vitadapter.data.coco_panoptic_datamodule import COCOPanopticDataModule
+from vitadapter.data.coco_panoptic_transforms import build_panoptic_val_transform
 from vitadapter.data.depth_datamodule import DepthDataModule
 from vitadapter.data.depth_transforms import build_depth_val_transform
-from vitadapter.tasks import DetectionTask, SegmentationTask
+from vitadapter.tasks import DetectionTask, InstanceSegmentationTask, PanopticTask, SegmentationTask
 from vitadapter.tasks.depth import DepthTask
 
 Predictor = Callable[[np.ndarray], Any]
@@ -52,9 +54,10 @@ def depth_predictor(task: DepthTask, datamodule: DepthDataModule,
     return predict
 
 
-def detection_predictor(task: DetectionTask, datamodule: COCODataModule,
+def detection_predictor(task: DetectionTask | InstanceSegmentationTask, datamodule: COCODataModule,
                         device: torch.device) -> Callable[[np.ndarray], dict[str, Tensor]]:
-    """H×W×3 uint8 RGB -> detections (`boxes`, `scores`, `labels`, maybe `masks`) in the image's pixels."""
+    """H×W×3 uint8 RGB -> detections or instances (`boxes`, `scores`, `labels`, maybe `masks`) in the image's
+    pixels."""
     transform = build_det_val_transform(datamodule.image_size, mean=datamodule.mean, std=datamodule.std)
 
     def predict(rgb: np.ndarray) -> dict[str, Tensor]:
@@ -64,13 +67,28 @@ def detection_predictor(task: DetectionTask, datamodule: COCODataModule,
     return predict
 
 
+def panoptic_predictor(task: PanopticTask, datamodule: COCOPanopticDataModule,
+                       device: torch.device) -> Callable[[np.ndarray], dict[str, Any]]:
+    """H×W×3 uint8 RGB -> panoptic segmentation (`panoptic` segment ids, `segments_info`) at the image's size."""
+    transform = build_panoptic_val_transform(datamodule.image_size, mean=datamodule.mean, std=datamodule.std)
+
+    def predict(rgb: np.ndarray) -> dict[str, Any]:
+        sample = transform(rgb)
+        return task.predict([sample["image"].to(device)], [sample["scale"]], [rgb.shape[:2]])[0]
+
+    return predict
+
+
 def task_predictor(task: Any, datamodule: Any, device: torch.device) -> Predictor:
-    """The predictor of a segmentation, detection or depth task (call it in eval mode, under inference_mode)."""
-    if isinstance(task, DetectionTask):
+    """The predictor of a segmentation, detection, instance segmentation, panoptic or depth task (call it in eval
+    mode, under inference_mode)."""
+    if isinstance(task, (DetectionTask, InstanceSegmentationTask)):
         return detection_predictor(task, datamodule, device)
+    if isinstance(task, PanopticTask):
+        return panoptic_predictor(task, datamodule, device)
     if isinstance(task, SegmentationTask):
         return segmentation_predictor(task, datamodule, device)
     if isinstance(task, DepthTask):
         return depth_predictor(task, datamodule, device)
-    raise TypeError(f"predictions are drawn for DetectionTask, SegmentationTask and DepthTask, not "
-                    f"{type(task).__name__}")
+    raise TypeError(f"predictions are drawn for DetectionTask, InstanceSegmentationTask, PanopticTask, "
+                    f"SegmentationTask and DepthTask, not {type(task).__name__}")

@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 from PIL import Image
 
-from vitadapter.overlays.draw import depth_overlay, detection_overlay, segmentation_overlay
+from vitadapter.overlays.draw import depth_overlay, detection_overlay, panoptic_overlay, segmentation_overlay
 from vitadapter.run.trackers import log_pictures
 
 
@@ -25,7 +25,8 @@ class PredictionOverlays(L.Callback):
     legend of the classes in either; detection: the image, the ground-truth boxes and the detections
     scoring at least `score_threshold` (boxes, masks, "class score"); depth: the image, the ground-truth and
     the predicted depths coloured on the task's depth range (pixels without ground truth black), and a colour
-    bar in metres. Each validation writes
+    bar in metres; panoptic: the image, the ground-truth and the predicted segments (class colours, thing outlines)
+    and a legend of the classes in either. Each validation writes
     `output_dir/step_<global step>/<image name>.png` and logs the pictures under `tag`
     (`vitadapter.run.trackers.log_pictures`). The validation loader is not shuffled, so the images are
     the same at every validation. Under DDP rank 0 draws the first images *it* validates (with
@@ -80,7 +81,14 @@ class PredictionOverlays(L.Callback):
             return
         common = {"class_names": pl_module.class_names, "mean": mean, "std": std, "alpha": self.alpha,
                   "max_size": self.max_size}
-        if "mask" in batch:  # segmentation: lists of images, masks, names; outputs["preds"] one map per image
+        if "panoptic" in batch:  # panoptic: lists of images, segment-id maps, segments, names; outputs["predictions"]
+            for image, truth, segments, prediction, name in zip(batch["image"], batch["panoptic"],
+                                                                batch["segments_info"], outputs["predictions"],
+                                                                batch["name"]):
+                yield str(name), panoptic_overlay(image, truth, segments, prediction["panoptic"],
+                                                  prediction["segments_info"], isthing=pl_module.isthing,
+                                                  palette=getattr(trainer.datamodule, "palette", None), **common)
+        elif "mask" in batch:  # segmentation: lists of images, masks, names; outputs["preds"] one map per image
             for image, mask, pred, name in zip(batch["image"], batch["mask"], outputs["preds"], batch["name"]):
                 yield str(name), segmentation_overlay(image, mask, pred, ignore_index=pl_module.ignore_index,
                                                       palette=getattr(trainer.datamodule, "palette", None), **common)
@@ -93,7 +101,8 @@ class PredictionOverlays(L.Callback):
                                                              score_threshold=self.score_threshold, **common)
         else:
             raise TypeError(f"PredictionOverlays draws segmentation batches (image, mask, name), depth batches (image, "
-                            f"depth, name) and detection batches (images, targets, ...), not one with keys "
+                            f"depth, name), panoptic batches (image, panoptic, segments_info, name) and detection "
+                            f"batches (images, targets, ...), not one with keys "
                             f"{sorted(batch)}; set callbacks.prediction_overlays=null to turn it off")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -32,10 +32,10 @@ def build_datamodule_and_task(
     the model, and its pretrained weights, are built or downloaded. (Not for eval.py yet: `check_data`
     checks both splits, and evaluation needs only the validation one.)
 
-    The task gets the datamodule's class names; the datamodule normalises with the backbone's own
-    mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved model/data config
-    (with the class names and colours a `classes.txt` gave) so that its checkpoints can rebuild it (and
-    the trainer's precision, so that evaluating a checkpoint computes with the arithmetic its
+    The task gets the datamodule's class names (and its `isthing` where `model.isthing` is null); the datamodule
+    normalises with the backbone's own mean/std unless `data.mean`/`data.std` are set; the task keeps the resolved
+    model/data config (with the class names and colours a `classes.txt` gave) so that its checkpoints can rebuild
+    it (and the trainer's precision, so that evaluating a checkpoint computes with the arithmetic its
     training-end validation used). An unset `model.task_name` becomes the experiment's name.
 
     Args:
@@ -51,8 +51,9 @@ def build_datamodule_and_task(
     if "task_name" in cfg.model and cfg.model.task_name is None:
         with open_dict(cfg):
             cfg.model.task_name = default_task_name()
-    # depth datasets have no classes
-    task = instantiate(cfg.model, class_names=getattr(datamodule, "class_names", None))
+    # depth datasets have no classes; a panoptic model's `isthing: null` takes the dataset's things and stuff
+    task = instantiate(cfg.model, class_names=getattr(datamodule, "class_names", None),
+                       **_dataset_isthing(cfg, datamodule))
     if cfg.data.get("mean") is None or cfg.data.get("std") is None:
         datamodule.set_normalization(task.backbone.mean, task.backbone.std)
     task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in RUN_CONFIG_KEYS if key in cfg}
@@ -63,6 +64,17 @@ def build_datamodule_and_task(
     if "trainer" in cfg:
         task.run_config["trainer"] = {"precision": cfg.trainer.precision}
     return datamodule, task
+
+
+def _dataset_isthing(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, list[bool]]:
+    """`{"isthing": the datamodule's}` for a model whose `isthing` is null, else nothing."""
+    if "isthing" not in cfg.model or cfg.model.isthing is not None:
+        return {}
+    if not hasattr(datamodule, "isthing"):
+        raise ValueError(f"model.isthing is null, so the data must say which classes are things, and "
+                         f"{type(datamodule).__name__} does not: use a panoptic dataset (data=coco_panoptic, "
+                         "data=synthetic_panoptic) or set model.isthing")
+    return {"isthing": list(datamodule.isthing)}
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:

@@ -19,10 +19,10 @@ from PIL import Image, UnidentifiedImageError
 
 from vitadapter.checkpoint import TrainedCheckpoint
 from vitadapter.inference.predictors import task_predictor
-from vitadapter.inference.visualize import draw_depth, draw_detections, draw_segmentation
+from vitadapter.inference.visualize import draw_depth, draw_detections, draw_panoptic, draw_segmentation
 from vitadapter.multitask import MultiTaskModel
 from vitadapter.run.build import build_datamodule_and_task
-from vitadapter.tasks import DetectionTask
+from vitadapter.tasks import DetectionTask, InstanceSegmentationTask, PanopticTask
 from vitadapter.tasks.depth import DepthTask
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,25 @@ def task_drawer(task: L.LightningModule, datamodule: L.LightningDataModule, devi
                 score_threshold: float, alpha: float) -> Drawer:
     """Image -> the task's predictions drawn over it, through its datamodule's evaluation preprocessing:
     detections above `score_threshold`, the class map (in the dataset's colours if it has them) with a legend,
-    or the image beside its depth map, coloured on the task's depth range, with a colour bar in metres."""
+    or the image beside its depth map, coloured on the task's depth range, with a colour bar in metres; panoptic:
+    the segments in their classes' colours (things outlined) with a legend."""
     predict = task_predictor(task, datamodule, device)
-    if isinstance(task, DetectionTask):
+    if isinstance(task, (DetectionTask, InstanceSegmentationTask)):
         return lambda rgb: Image.fromarray(draw_detections(rgb, predict(rgb), task.class_names, score_threshold, alpha))
+    palette = getattr(datamodule, "palette", None)  # the dataset's class colours (data.palette, classes.txt)
+    if isinstance(task, PanopticTask):
+        return lambda rgb: _draw_panoptic(rgb, predict(rgb), task, alpha, palette)
     if isinstance(task, DepthTask):
         # one fixed scale (not each image's own range): a colour means the same depth in every picture
         return lambda rgb: draw_depth(rgb, predict(rgb).float().cpu().numpy(), task.min_depth, task.max_depth)
-    palette = getattr(datamodule, "palette", None)  # the dataset's class colours (data.palette, classes.txt)
     return lambda rgb: draw_segmentation(rgb, predict(rgb).cpu().numpy(), task.class_names, alpha, palette)
+
+
+def _draw_panoptic(rgb: np.ndarray, prediction: dict, task: PanopticTask, alpha: float,
+                   palette: list[tuple[int, int, int]] | None) -> Image.Image:
+    """The task's panoptic prediction of `rgb` drawn over it (`draw_panoptic`)."""
+    return draw_panoptic(rgb, prediction["panoptic"].cpu().numpy(), prediction["segments_info"], task.class_names,
+                         task.isthing, alpha, palette)
 
 
 def _output_names(images: list[Path]) -> list[str]:

@@ -7,10 +7,8 @@ mapping them back to the original images, so the numbers are those of the COCO b
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,12 +17,11 @@ from torchvision.ops import clip_boxes_to_image
 from vitadapter.adapters import MethodConfig
 from vitadapter.backbone import ViTBackbone
 from vitadapter.encoder import Encoder
-from vitadapter.callbacks.detection_writer import DetectionPredictionWriter
 from vitadapter.detection.backbone import DetectionBackbone
 from vitadapter.detection.detectors import Detector
-from vitadapter.metrics.coco import MASK_THRESHOLD, COCOEvaluator
-from vitadapter.metrics.coco_summary import flatten_coco_results, format_coco_table
+from vitadapter.metrics.coco import MASK_THRESHOLD
 from vitadapter.tasks.base import FrozenBackboneTask
+from vitadapter.tasks.coco_validation import COCOValidation
 
 
 def detections_to_original(
@@ -60,7 +57,7 @@ def detections_to_original(
     return out
 
 
-class DetectionTask(FrozenBackboneTask):
+class DetectionTask(COCOValidation, FrozenBackboneTask):
     """Trains a PEFT method, neck, FPN and detector heads on a frozen ViT; validates with COCO AP.
 
     Args:
@@ -96,8 +93,6 @@ class DetectionTask(FrozenBackboneTask):
         self.detector = detector(backbone=pyramid, num_classes=self.num_classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.evaluator: COCOEvaluator | None = None
-        self.last_val_results: dict[str, float | None] | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -139,22 +134,6 @@ class DetectionTask(FrozenBackboneTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return self.checked_loss(loss, batch, batch_idx)
 
-    def setup(self, stage: str) -> None:
-        """Builds the COCO evaluator from the datamodule's ground truth and label map."""
-        if stage not in ("fit", "validate"):
-            return
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_annotation_file"):
-            raise ValueError("DetectionTask validates against a COCO-style datamodule (with val_annotation_file and "
-                             "contiguous_to_category_id); pass datamodule=COCODataModule(...) to the trainer")
-        path = Path(datamodule.val_annotation_file)
-        if self.evaluator is None or self.evaluator.annotation_file != path:
-            self.evaluator = COCOEvaluator(path, datamodule.contiguous_to_category_id, self.iou_types)
-
-    def on_validation_epoch_start(self) -> None:
-        # reset here, not at the end: the prediction writer reads the results after the epoch
-        self.evaluator.reset()
-
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if not batch["images"]:  # every image of the batch was skipped as bad (data.skip_bad_samples)
             return
@@ -162,26 +141,3 @@ class DetectionTask(FrozenBackboneTask):
         self.evaluator.update(batch["image_ids"], predictions)
         # for callbacks (prediction overlays): the detections in original pixels, one dict per image
         return {"predictions": predictions}
-
-    def on_validation_epoch_end(self) -> None:
-        self.evaluator.gather()
-        self.last_val_results = self.evaluator.compute()
-        for key, value in self.last_val_results.items():
-            if value is not None:  # undefined (no ground truth of that size) is not logged as a number
-                self.log(f"val/{key}", value, prog_bar=key == "bbox_AP")
-
-    def summary_metrics(self) -> dict[str, float | None]:
-        """`val/bbox_AP` ... `val/bbox_APl` (+ `val/segm_*` with masks) of the last validation; None = undefined."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return flatten_coco_results(self.last_val_results, self.iou_types, prefix="val/")
-
-    def results_table(self) -> str:
-        """The AP table of the last validation."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return format_coco_table(self.last_val_results, self.iou_types)
-
-    def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
-        """The callback that eval.py adds for `eval.save_predictions=true`: `output_dir/predictions.json`."""
-        return DetectionPredictionWriter(output_dir)
