@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from tests.helpers import CONFIGS
 from vitadapter.backbone import ViTBackbone
@@ -94,13 +94,21 @@ def test_other_architectures_are_refused() -> None:
         ViTBackbone("test_vit_relpos")
 
 
+def _backbone_config(config: str) -> DictConfig:
+    """A model/backbone config with its defaults (parents, grandparents) merged under it."""
+    node = OmegaConf.load(CONFIGS / "model" / "backbone" / f"{config}.yaml")
+    for parent in node.pop("defaults", []):
+        if parent != "_self_":
+            node = OmegaConf.merge(_backbone_config(parent), node)
+    return node
+
+
 @pytest.mark.parametrize("config", sorted(p.stem for p in (CONFIGS / "model" / "backbone").glob("*.yaml")))
 def test_every_shipped_backbone_config_instantiates(config: str) -> None:
-    node = OmegaConf.load(CONFIGS / "model" / "backbone" / f"{config}.yaml")
-    defaults = node.pop("defaults", [])
-    for parent in defaults:
-        node = OmegaConf.merge(OmegaConf.load(CONFIGS / "model" / "backbone" / f"{parent}.yaml"), node)
+    node = _backbone_config(config)
     node.pretrained = False
+    # a config naming a weights file under the data folder (vit_tiny_shapes) resolves it against the run's paths
+    node = OmegaConf.create({"paths": {"data_dir": "data"}, "backbone": node}).backbone
     backbone = instantiate(node, device="meta")  # the structure only: configs name giant trunks (DINOv3 7B)
     assert backbone.name == node.name and backbone.depth >= 4
     assert backbone.out_indices[-1] == backbone.depth - 1
