@@ -85,7 +85,8 @@ def test_checkpoint_holds_only_trained_tensors(runs: dict[str, Path]) -> None:
         _, task = load_trained(checkpoint)
         trained = {name for name, param in task.named_parameters() if param.requires_grad}
         assert trained <= keys and not keys & set(task.frozen_state_keys())
-        assert {k for k in keys if k.startswith("head.")} == {n for n, _ in task.head.named_parameters(prefix="head")}
+        # the whole head: its parameters and its BatchNorm statistics (demo_seg_m2f's pixel decoder)
+        assert {k for k in keys if k.startswith("head.")} == {f"head.{k}" for k in task.head.state_dict()}
 
 
 def test_training_leaves_the_frozen_vit_bit_identical(compose_config, tmp_path: Path, seg_data_root: Path) -> None:
@@ -105,6 +106,7 @@ def test_training_leaves_the_frozen_vit_bit_identical(compose_config, tmp_path: 
 def tiny_task(compose_config, tmp_path: Path, seg_data_root: Path):
     cfg = compose_config("train", ["experiment=demo_seg_m2f", *tiny_seg_overrides(seg_data_root)], tmp_path)
     datamodule, task = build_datamodule_and_task(cfg)
+    datamodule.prepare_data()  # writes the synthetic set on first use
     datamodule.setup("fit")
     return next(iter(datamodule.train_dataloader())), task.train()
 
@@ -137,6 +139,14 @@ def test_an_auxiliary_head_is_refused(compose_config, tmp_path: Path, seg_data_r
     with pytest.raises(InstantiationException, match="model.aux_head: Mask2FormerHead trains with its own loss.*"
                                                      "model/aux_head=none"):
         build_datamodule_and_task(cfg)
+
+
+def test_onnx_export_is_refused_naming_the_head(tiny_task) -> None:
+    from vitadapter.export.onnx_export import prepare_segmentation
+
+    _, task = tiny_task
+    with pytest.raises(ValueError, match="model.head Mask2FormerHead: ONNX export .* eval.py / predict.py"):
+        prepare_segmentation(task.eval())
 
 
 def test_served_beside_another_task_as_alone(runs: dict[str, Path], compose_config, tmp_path: Path,

@@ -225,18 +225,16 @@ def prepare_segmentation(task: nn.Module, include_normalization: bool = False) -
 
     if not isinstance(task, SegmentationTask):
         raise ValueError(f"{type(task).__name__}: {DETECTION_REFUSAL}")
+    refusal = getattr(task.head, "onnx_export_refusal", None)
+    if refusal:
+        raise ValueError(f"model.head {type(task.head).__name__}: {refusal}")
     common = merge_for_export(task, include_normalization)
     mean, std = input_normalization(task)
     module = SegmentationForExport(task, size_divisor(task.encoder), mean, std, include_normalization).eval()
-    output = "logits float32 B x K x H x W (argmax over K: class index into class_names)"
-    if getattr(task.head, "outputs_scores", False):  # Mask2Former: per-class scores, not logits
-        module.output_name = "scores"
-        output = ("scores float32 B x K x H x W (per class: sum over queries of class probability x mask probability; "
-                  "argmax over K: class index into class_names)")
     data = (getattr(task, "run_config", None) or {}).get("data") or {}
     metadata = {
         "vitadapter.task": "segmentation",
-        "output": output,
+        "output": "logits float32 B x K x H x W (argmax over K: class index into class_names)",
         "class_names": json.dumps(list(task.class_names)),
         "num_classes": str(task.num_classes),
         **common,

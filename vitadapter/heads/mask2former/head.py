@@ -115,6 +115,13 @@ class Mask2FormerHead(nn.Module):
     outputs_scores = True
     """Its forward gives per-class scores, averaged as they are (no softmax) by sliding windows and TTA."""
 
+    onnx_export_refusal = (
+        "ONNX export with dynamic height and width is not supported: transformers' Mask2Former pixel decoder and "
+        "decoder compute the level sizes as Python numbers (position embeddings cached per shape, reference points, "
+        "level offsets), so torch.export specialises the graph to the example's size; evaluate or predict with "
+        "eval.py / predict.py, or serve it with MultiTaskModel")
+    """Why scripts/export_onnx.py refuses this head."""
+
     def __init__(
         self,
         in_channels: int,
