@@ -75,8 +75,12 @@ def _outputs(task: torch.nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
             [head] if isinstance(head, torch.Tensor) else [*head.class_logits, *head.mask_logits])
 
 
-@pytest.mark.parametrize("task_kind", sorted(TASKS))
-@pytest.mark.parametrize(("method", "neck"), CASES, ids=[f"{m}-{n or 'own_neck'}" for m, n in CASES])
+# the panoptic task's encoder is the others' (and its head runs on every neck in tests/heads): every method on its own
+PARAMS = [(method, neck, task) for method, neck in CASES for task in sorted(TASKS) if task != "pan" or neck is None]
+
+
+@pytest.mark.parametrize(("method", "neck", "task_kind"), PARAMS,
+                         ids=[f"{m}-{n or 'own_neck'}-{t}" for m, n, t in PARAMS])
 def test_checkpoint_holds_exactly_the_trained_tensors_and_round_trips(
     method: str, neck: str | None, task_kind: str, compose_config, tmp_path: Path, seg_data_root: Path,
     det_data_root: Path, panoptic_data_root: Path, request: pytest.FixtureRequest

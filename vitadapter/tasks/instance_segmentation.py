@@ -95,13 +95,8 @@ class InstanceSegmentationTask(COCOValidation, MaskClassificationTask):
         Returns:
             Per image `boxes` (N×4 xyxy around the masks), `scores`, `labels` (0..K-1) and `masks` (N×H×W bool).
         """
-        if self.training:
-            raise RuntimeError("InstanceSegmentationTask.predict needs eval mode; call .eval() first")
-        out = []
-        for image, scale, orig_size in zip(images, scales, orig_sizes):
-            class_logits, mask_logits = self.image_queries(image, scale, orig_size)
-            out.append(instance_predictions(class_logits, mask_logits, self.top_k))
-        return out
+        return self.predict_each(images, scales, orig_sizes, lambda classes, masks: instance_predictions(
+            classes, masks, self.top_k))
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if not batch["images"]:  # every image of the batch was skipped as bad (data.skip_bad_samples)

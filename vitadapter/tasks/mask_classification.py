@@ -133,3 +133,18 @@ class MaskClassificationTask(FrozenBackboneTask):
         """
         queries = self(image[None])
         return queries.class_logits[-1][0].float(), masks_to_original(queries.mask_logits[-1][0], scale, orig_size)
+
+    def predict_each(self, images: Sequence[Tensor], scales: Sequence[float], orig_sizes: Sequence[Sequence[int]],
+                     combine: Callable[[Tensor, Tensor], Any]) -> list[Any]:
+        """Per image (each runs alone), `combine(class_logits, mask_logits)` of its `image_queries`; eval mode only.
+
+        Args:
+            images: the datamodule's resized, normalised images (3×h×w each).
+            scales: per image, the datamodule's rescale factor.
+            orig_sizes: per image, the original (height, width).
+            combine: the mode's post-processing of one image's queries.
+        """
+        if self.training:
+            raise RuntimeError(f"{type(self).__name__}.predict needs eval mode; call .eval() first")
+        pairs = zip(images, scales, orig_sizes)
+        return [combine(*self.image_queries(image, scale, size)) for image, scale, size in pairs]

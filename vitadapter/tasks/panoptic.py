@@ -25,8 +25,8 @@ from vitadapter.tasks.mask_classification import MaskClassificationTask
 
 
 def panoptic_targets(masks: Tensor, labels: Tensor, iscrowd: Tensor) -> MaskTargets:
-    """What one training crop teaches: every segment but the crowd regions; only the pixels of those segments
-    are valid (crowd regions, void and the padding are unlabelled, so a crop without them trains nothing)."""
+    """What one training crop teaches: every segment but the crowd regions, on the pixels of those segments only
+    (crowd regions, void and the padding are unlabelled, so a crop of nothing else trains nothing)."""
     kept = masks[~iscrowd.bool()]
     return MaskTargets(labels[~iscrowd.bool()], kept, kept.any(0))
 
@@ -90,14 +90,11 @@ class PanopticTask(MaskClassificationTask):
             Per image `panoptic` (H×W int64 segment ids, 0 void) and `segments_info` (`id`, `category_id` as a
             class index, `isthing`, `score`), as `panoptic_predictions` gives them.
         """
-        if self.training:
-            raise RuntimeError("PanopticTask.predict needs eval mode; call .eval() first")
-        out = []
-        for image, scale, orig_size in zip(images, scales, orig_sizes):
-            class_logits, mask_logits = self.image_queries(image, scale, orig_size)
+        def combine(class_logits: Tensor, mask_logits: Tensor) -> dict[str, Any]:
             ids, segments = panoptic_predictions(class_logits, mask_logits, self.thing_classes, **self.inference)
-            out.append({"panoptic": ids, "segments_info": segments})
-        return out
+            return {"panoptic": ids, "segments_info": segments}
+
+        return self.predict_each(images, scales, orig_sizes, combine)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if not batch:  # every image of the batch was skipped as bad (data.skip_bad_samples)
