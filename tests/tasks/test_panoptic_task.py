@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tests.datasets.panoptic_layouts import write_panoptic_fixture
+from tests.datasets.panoptic_layouts import quirky_images, write_panoptic_fixture
 from tests.helpers import evaluate_in_process, last_logged, predict_in_process, tiny_mask_classification_overrides
 from tests.helpers import train_in_process
 from vitadapter.data.coco_panoptic_format import load_panoptic_annotations, read_panoptic_png
@@ -139,6 +139,16 @@ def test_checkpoint_holds_only_trained_tensors(runs: dict[str, Path]) -> None:
     metrics = json.loads((runs["demo_panoptic"] / "metrics.json").read_text())
     counted = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "_tracked")))
     assert counted == metrics["params/trainable"]
+
+
+def test_validation_overlays_draw_the_segments(runs: dict[str, Path], quirky_root: Path) -> None:
+    """The quirky run's overlays: image | truth | prediction at each image's original size, then a legend."""
+    pictures = sorted((runs["coco_panoptic_m2f"] / "overlays" / "step_2").glob("*.png"))
+    sizes = {f"{i['id']:012d}": (i["hw"][1], i["hw"][0]) for i in quirky_images()}
+    assert [p.stem for p in pictures] == sorted(sizes)
+    for picture in pictures:
+        width, height = Image.open(picture).size
+        assert height >= sizes[picture.stem][1] and width > 3 * sizes[picture.stem][0]
 
 
 def test_masks_map_back_to_original_pixels() -> None:
