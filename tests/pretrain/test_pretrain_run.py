@@ -119,6 +119,13 @@ def test_a_missing_weights_file_names_the_command_that_makes_it(seg_data_root: P
         build_datamodule_and_task(cfg)
 
 
+def test_an_output_that_is_not_a_safetensors_file_is_refused_before_training(tmp_path: Path) -> None:
+    cfg = compose_at("pretrain", [*TINY_PRETRAINING, "output=null", f"data.root={tmp_path}"], tmp_path)
+    with pytest.raises(ValueError, match="output=None: .*ending in .safetensors"):
+        run_pretraining(cfg)
+    assert not (tmp_path / "images").exists()  # nothing written, nothing trained
+
+
 def test_the_script_composes_the_pretrain_config() -> None:
     out = run_cli("scripts/pretrain_backbone.py", "--cfg", "job", "trainer.max_steps=7").stdout
     assert "_target_: vitadapter.pretrain.PretrainTask" in out and "max_steps: 7" in out

@@ -32,6 +32,8 @@ def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
         (`pretrain/fit_s`), the weights file (`pretrain/weights`) and its fingerprint (`pretrain/fingerprint`, the
         one `model.backbone.checkpoint=FILE` gives the backbone).
     """
+    if not str(cfg.get("output") or "").endswith(".safetensors"):  # checked before, not after, half an hour
+        raise ValueError(f"output={cfg.get('output')!r}: give the weights file to write, a path ending in .safetensors")
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
