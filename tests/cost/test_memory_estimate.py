@@ -91,6 +91,13 @@ def test_a_detector_is_refused_by_name(tmp_path: Path) -> None:
         estimate_training_memory(cfg)
 
 
+def test_a_loss_that_reads_values_is_refused_with_what_to_measure_instead(tmp_path: Path) -> None:
+    # Mask2Former matches queries to masks by their values, which fake tensors do not have
+    cfg = compose_at("train", ["experiment=demo_seg_m2f", *tiny_seg_overrides(tmp_path / "data")], tmp_path)
+    with pytest.raises(NotImplementedError, match="loss depends on them.*perf/peak_memory_mb"):
+        estimate_training_memory(cfg)
+
+
 def test_a_gpu_run_is_estimated_as_the_allocator_s_peak(tmp_path: Path) -> None:
     cpu = estimate_training_memory(_config(tmp_path, "dinov3_side", "trainer.precision=bf16-mixed"))
     gpu = estimate_training_memory(_config(tmp_path, "dinov3_side", "trainer=gpu", "trainer.precision=bf16-mixed"))

@@ -17,11 +17,14 @@ from PIL import Image
 
 from tests.datasets.panoptic_layouts import quirky_images, write_panoptic_fixture
 from tests.helpers import evaluate_in_process, last_logged, predict_in_process, tiny_mask_classification_overrides
+from tests.helpers import tiny_seg_overrides
 from tests.helpers import train_in_process
 from vitadapter.data.coco_panoptic_format import load_panoptic_annotations, read_panoptic_png
 from vitadapter.heads.mask2former import MaskTargets
 from vitadapter.inference.visualize import draw_panoptic
+from vitadapter.inference.predictors import task_predictor
 from vitadapter.metrics import evaluate_panoptic_files
+from vitadapter.multitask import MultiTaskModel
 from vitadapter.run.build import build_datamodule_and_task
 from vitadapter.run.trained import load_trained
 from vitadapter.tasks import PanopticTask
@@ -127,6 +130,27 @@ def test_predict_draws_what_validation_wrote(written: tuple[Path, dict], quirky_
         rgb = np.array(Image.open(quirky_root / "val2017" / f"{picture.stem}.jpg").convert("RGB"))
         expected = draw_panoptic(rgb, ids, segments, task.class_names, task.isthing, 0.5, datamodule.palette)
         assert np.array_equal(np.asarray(Image.open(picture)), np.asarray(expected))
+
+
+def test_served_beside_another_task_as_alone(written: tuple[Path, dict], quirky_root: Path, compose_config,
+                                             seg_data_root: Path, tmp_path: Path) -> None:
+    checkpoint, _ = written
+    model = MultiTaskModel.from_checkpoints([checkpoint], names=["panoptic"])
+    _, semantic = build_datamodule_and_task(compose_config("train", ["experiment=ade20k_seg",
+                                                                     *tiny_seg_overrides(seg_data_root)], tmp_path))
+    model.add_task(semantic.eval(), "semantic")
+    datamodule, alone = load_trained(checkpoint)
+    for task in (alone, model.task("panoptic")):
+        task.inference.update(object_mask_threshold=0.0, overlap_threshold=0.0)
+    for path in sorted((quirky_root / "val2017").glob("*.jpg")):  # odd size, grayscale
+        rgb = np.array(Image.open(path).convert("RGB"))
+        expected = task_predictor(alone.eval(), datamodule, torch.device("cpu"))(rgb)
+        served = model.predict(rgb, task="panoptic")
+        assert served["segments_info"] == expected["segments_info"] and len(served["segments_info"]) > 0
+        assert served["panoptic"].shape == rgb.shape[:2] and torch.equal(served["panoptic"], expected["panoptic"])
+    image = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(model(image, task="semantic"), semantic(image))
 
 
 def test_checkpoint_holds_only_trained_tensors(runs: dict[str, Path]) -> None:

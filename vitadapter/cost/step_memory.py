@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 
 from vitadapter.cost.dry_run import dry_run_step, forward_context, simulated_device, training_batch
 from vitadapter.cost.live_bytes import LiveBytes
@@ -57,6 +57,7 @@ def simulate_training_steps(task: L.LightningModule, cfg: DictConfig, mode: Fake
 
     Raises:
         RuntimeError: the step fails (train.py would fail the same way), with the reason.
+        NotImplementedError: the step needs the tensors' values (a loss that matches predictions to targets).
     """
     device = simulated_device(cfg.trainer)
     optimizer = configured_optimizer(task)
@@ -74,6 +75,12 @@ def simulate_training_steps(task: L.LightningModule, cfg: DictConfig, mode: Fake
                 optimizer.step()
     except NotImplementedError:
         raise
+    except (DataDependentOutputException, DynamicOutputShapeException) as error:
+        raise NotImplementedError(
+            f"the memory estimate runs the training step on fake tensors, without values, and this config's loss "
+            f"depends on them ({error}; e.g. Mask2Former's matching of queries to masks): measure two steps instead: "
+            f"train.py ... trainer.max_steps=2 writes perf/peak_memory_mb to metrics.json (the CUDA peak on a GPU), "
+            f"and /usr/bin/time -v gives the peak RSS on a CPU") from error
     except (RuntimeError, ValueError) as error:
         raise RuntimeError(f"a training step of this config fails (train.py would fail the same way): {error}") \
             from error

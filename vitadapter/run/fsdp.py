@@ -57,7 +57,7 @@ class FrozenTrunkFSDP(ModelParallelStrategy):
         if not hasattr(task, "predict_probabilities") and not hasattr(task, "predict_depth"):
             raise NotImplementedError(f"trainer=fsdp trains segmentation and depth tasks, not {type(task).__name__}: "
                                       "their evaluation runs through the task's forward, which keeps the processes "
-                                      "in step (a detector's does not); use trainer=ddp")
+                                      "in step (a detector's, an instance or a panoptic task's do not); use trainer=ddp")
         super().setup(trainer)
         if self.lockstep is None:
             self.lockstep = Lockstep(self.lightning_module)
