@@ -10,6 +10,7 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import OmegaConf
 
+from tests.datasets.datamodule_fixtures import small_datamodule, synthetic_root_fixture
 from vitadapter.data import SHAPE_CLASSES, COCODataModule
 from vitadapter.data.synthetic.coco_writer import SYNTHETIC_COCO_CATEGORY_IDS
 from vitadapter.metrics.coco import COCOEvaluator
@@ -18,15 +19,10 @@ SYNTH = {"num_train": 4, "num_val": 3, "image_size": 48, "seed": 0}
 
 
 def _dm(root: Path, **kwargs: object) -> COCODataModule:
-    args = dict(root=str(root), batch_size=2, val_batch_size=2, num_workers=0, image_size=64, synthetic=SYNTH)
-    return COCODataModule(**{**args, **kwargs})
+    return small_datamodule(COCODataModule, root, {"image_size": 64, "synthetic": SYNTH}, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic_coco")
-    _dm(root).prepare_data()
-    return root
+synth_root = synthetic_root_fixture(_dm, "synthetic_coco")
 
 
 def test_real_coco_label_map_before_download(tmp_path: Path) -> None:

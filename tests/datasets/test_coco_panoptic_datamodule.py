@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from PIL import Image
 
+from tests.datasets.datamodule_fixtures import small_datamodule, synthetic_root_fixture
 from tests.helpers import CONFIGS
 from vitadapter.data import COCOPanopticDataModule
 from vitadapter.data.bad_samples import SKIPPED
@@ -24,15 +25,10 @@ SYNTH = {"num_train": 4, "num_val": 3, "image_size": 40, "seed": 1}
 
 
 def _dm(root: Path, **kwargs: object) -> COCOPanopticDataModule:
-    args = dict(root=str(root), batch_size=2, val_batch_size=2, num_workers=0, image_size=48, synthetic=SYNTH)
-    return COCOPanopticDataModule(**{**args, **kwargs})
+    return small_datamodule(COCOPanopticDataModule, root, {"image_size": 48, "synthetic": SYNTH}, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic_panoptic")
-    _dm(root).prepare_data()
-    return root
+synth_root = synthetic_root_fixture(_dm, "synthetic_panoptic")
 
 
 def test_coco_label_map_before_download(tmp_path: Path) -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from vitadapter.data.bad_samples import skip_policy
 from vitadapter.data.coco_dataset import COCODetectionDataset, check_split_files, split_paths
-from vitadapter.data.loaders import eval_loader, floats, plain, train_loader, training_shard
+from vitadapter.data.coco_layout_datamodule import COCOLayoutDataModule
 from vitadapter.data.det_transforms import build_det_train_transform, build_det_val_transform
-from vitadapter.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitadapter.data.synthetic.coco_writer import (
     SYNTHETIC_COCO_CATEGORY_IDS,
     is_synthetic_coco_complete,
@@ -60,35 +55,30 @@ def collate_detection(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     }
 
 
-class COCODataModule(L.LightningDataModule):
+class COCODataModule(COCOLayoutDataModule):
     """COCO train/val loaders with ViTDet large-scale jitter for training.
 
+    The arguments not listed are ``COCOLayoutDataModule``'s.
+
     Args:
-        root: Dataset root (holding ``annotations/`` and the image folders).
-        batch_size: Training batch size.
-        val_batch_size: Evaluation batch size.
-        num_workers: DataLoader workers.
-        image_size: Training crop / padding side and evaluation longer side.
-        scale_range: Large-scale-jitter range of the longer side, in units of ``image_size``.
-        train_split: Training split name (image folder and annotation suffix).
-        val_split: Evaluation split name.
         train_ann_file: Training annotation file of any COCO-format dataset, instead of
             ``annotations/instances_<train_split>.json`` (relative to ``root``, or absolute).
         train_img_dir: Training image folder instead of ``<train_split>`` (relative to ``root``, or absolute).
         val_ann_file: Evaluation annotation file, as ``train_ann_file``.
         val_img_dir: Evaluation image folder, as ``train_img_dir``.
         skip_empty_train: Leave out training images without a usable annotation.
-        mean: Normalisation mean in 0..1 units; None gives ImageNet's until ``set_normalization``
-            provides the backbone's.
-        std: Normalisation std in 0..1 units; None as for ``mean``.
         synthetic: Keyword arguments of ``write_synthetic_coco`` (num_train, num_val, image_size,
             max_objects, seed); when set, ``prepare_data`` writes that set into ``root``.
-        pin_memory: DataLoader ``pin_memory``.
-        skip_bad_samples: Skip images that cannot be decoded or whose size differs from the annotation
-            file instead of raising: a training sample is replaced by the next good one, an evaluation
-            image is left out of the scores; both are reported in metrics.json (see
-            ``vitadapter.data.bad_samples``).
     """
+
+    write_synthetic = staticmethod(write_synthetic_coco)
+    is_synthetic_complete = staticmethod(is_synthetic_coco_complete)
+    split_paths = staticmethod(split_paths)
+    check_split_files = staticmethod(check_split_files)
+    collate = staticmethod(collate_detection)
+    train_set: COCODetectionDataset | None
+    val_set: COCODetectionDataset | None
+    _categories: list[tuple[int, str]] | None
 
     def __init__(
         self,
@@ -111,38 +101,12 @@ class COCODataModule(L.LightningDataModule):
         pin_memory: bool = False,
         skip_bad_samples: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(root, batch_size, val_batch_size, num_workers, image_size, scale_range, train_split, val_split,
+                         {"ann_file": train_ann_file, "img_dir": train_img_dir},
+                         {"ann_file": val_ann_file, "img_dir": val_img_dir},
+                         mean, std, synthetic, pin_memory, skip_bad_samples)
         self.save_hyperparameters(logger=False)
-        self.root = Path(str(root))
-        self.synthetic: dict[str, Any] | None = plain(synthetic) if synthetic is not None else None
-        if self.synthetic is not None:
-            allowed = set(inspect.signature(write_synthetic_coco).parameters) - {"root"}
-            unknown = sorted(set(self.synthetic) - allowed)
-            if unknown:
-                raise ValueError(f"unknown data.synthetic key(s) {unknown}; allowed: {sorted(allowed)}")
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size)
-        self.num_workers = int(num_workers)
-        self.image_size = int(image_size)
-        self.scale_range: tuple[float, ...] = floats(scale_range, "scale_range", 2)
-        self.train_split = str(train_split)
-        self.val_split = str(val_split)
-        # (annotation file, image folder) of each split; None: the COCO 2017 layout
-        self.train_files: dict[str, str | None] = {"ann_file": train_ann_file, "img_dir": train_img_dir}
-        self.val_files: dict[str, str | None] = {"ann_file": val_ann_file, "img_dir": val_img_dir}
         self.skip_empty_train = bool(skip_empty_train)
-        self.mean: tuple[float, ...] = floats(IMAGENET_MEAN if mean is None else mean, "mean", 3)
-        self.std: tuple[float, ...] = floats(IMAGENET_STD if std is None else std, "std", 3)
-        self.pin_memory = bool(pin_memory)
-        self.skip_bad_samples = bool(skip_bad_samples)
-        self.train_set: COCODetectionDataset | None = None
-        self.val_set: COCODetectionDataset | None = None
-        self._categories: list[tuple[int, str]] | None = None
-
-    @property
-    def val_annotation_file(self) -> Path:
-        """Ground-truth json of the evaluation split (for ``COCOEvaluator``)."""
-        return split_paths(self.root, self.val_split, **self.val_files)[0]
 
     def _category_list(self) -> list[tuple[int, str]]:
         """(COCO id, name) sorted by id: the synthetic set's, else the evaluation json's, else COCO 2017's.
@@ -179,28 +143,6 @@ class COCODataModule(L.LightningDataModule):
         """Contiguous label -> COCO category id (for ``COCOEvaluator``)."""
         return {i: cid for i, (cid, _) in enumerate(self._category_list())}
 
-    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Use the backbone's normalisation; call before ``setup``.
-
-        Args:
-            mean: Per-channel mean in 0..1 units.
-            std: Per-channel std in 0..1 units.
-        """
-        self.mean, self.std = floats(mean, "mean", 3), floats(std, "std", 3)
-        self.train_set = self.val_set = None  # rebuilt with the new statistics on the next setup
-
-    def check_data(self) -> None:
-        """Raise the dataset's FileNotFoundError (layout and download hint) if an annotation file or image
-        folder is missing, before the model is built; nothing to check when ``prepare_data`` writes a synthetic set."""
-        if self.synthetic is None:
-            check_split_files(self.root, self.train_split, **self.train_files)
-            check_split_files(self.root, self.val_split, **self.val_files)
-
-    def prepare_data(self) -> None:
-        """Write the synthetic set into ``root`` if requested and not already there with the same parameters."""
-        if self.synthetic is not None and not is_synthetic_coco_complete(self.root, **self.synthetic):
-            write_synthetic_coco(self.root, **self.synthetic)
-
     def _check_categories(self, dataset: COCODetectionDataset) -> None:
         if dataset.category_ids != [cid for cid, _ in self._category_list()]:
             raise ValueError(
@@ -234,21 +176,3 @@ class COCODataModule(L.LightningDataModule):
                                                 **self.val_files,
                                                 on_bad_sample=skip_policy(self.skip_bad_samples, training=False))
             self._check_categories(self.val_set)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled, drop-last loader of list batches (see ``collate_detection``)."""
-        if self.train_set is None:
-            self.setup("fit")
-        return train_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory,
-                            source=f"{self.train_split} of {self.root}", collate_fn=collate_detection,
-                            **training_shard(self))
-
-    def val_dataloader(self) -> DataLoader:
-        """Ordered loader; under DDP each image goes to exactly one rank (Lightning's UnrepeatedDistributedSampler)."""
-        if self.val_set is None:
-            self.setup("validate")
-        return eval_loader(self.val_set, self.val_batch_size, self.num_workers, self.pin_memory, collate_detection)
-
-    def test_dataloader(self) -> DataLoader:
-        """Same as ``val_dataloader`` (COCO test-dev has no public annotations)."""
-        return self.val_dataloader()
