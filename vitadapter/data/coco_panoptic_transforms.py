@@ -110,38 +110,15 @@ def _on_segment_maps(detection: DetectionTransform, seed: int | None = None) -> 
 
 
 def build_panoptic_train_transform(
-    image_size: int = 1024,
-    scale_range: Sequence[float] = (0.1, 2.0),
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    seed: int | None = None,
+    image_size: int = 1024, scale_range: Sequence[float] = (0.1, 2.0), mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD, seed: int | None = None,
 ) -> PanopticTransform:
-    """Build the large-scale-jitter training pipeline: ``build_det_train_transform``'s steps on a segment map.
-
-    Args:
-        image_size: Side of the square output.
-        scale_range: Range of the random factor on the longer side (Mask2Former on COCO: 0.1-2.0).
-        mean: Per-channel mean in 0..1 units.
-        std: Per-channel std in 0..1 units.
-        seed: Seed of the pipeline's random state (None: fresh entropy).
-
-    Returns:
-        A transform whose image is 3×image_size×image_size (zero padding bottom/right, void in the masks).
-    """
+    """``build_det_train_transform``'s large-scale jitter (same arguments) on a segment map; the padding is void."""
     return _on_segment_maps(build_det_train_transform(image_size, scale_range, mean, std), seed)
 
 
 def build_panoptic_val_transform(
     image_size: int = 1024, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
 ) -> PanopticTransform:
-    """Build the evaluation pipeline for the image alone: longer side to ``image_size`` (exact scale), normalise.
-
-    Args:
-        image_size: Length of the longer side after rescaling.
-        mean: Per-channel mean in 0..1 units.
-        std: Per-channel std in 0..1 units.
-
-    Returns:
-        A transform whose ``scale`` maps back exactly: original = transformed / scale.
-    """
+    """``build_det_val_transform``'s pipeline (same arguments) for the image alone: original = transformed / scale."""
     return _on_segment_maps(build_det_val_transform(image_size, mean, std))

@@ -18,8 +18,8 @@ pycocotools rasterises back to exactly that mask. ``synthetic.json`` is written 
 
 from __future__ import annotations
 
-import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,13 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from vitadapter.data.synthetic.marker import METADATA_FILE, marker_complete, read_marker, write_marker
+from vitadapter.data.synthetic.coco_layout import write_annotation_file, write_coco_layout, write_image
+from vitadapter.data.synthetic.marker import marker_complete
 from vitadapter.data.synthetic.shapes import SCENE_VERSION, SHAPE_CLASSES, Scene, render_scene
 
 SYNTHETIC_COCO_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 5, 7, 8, 10, 11)
 _FORMAT = "coco"
 _FORMAT_VERSION = 1
-_JPEG_QUALITY = 95
-# (split, stream id): train and val draw from independent seeded streams.
-_SPLITS = (("train2017", 0), ("val2017", 1))
 
 
 def _parameters(num_train: int, num_val: int, image_size: int, max_objects: int, seed: int) -> dict[str, Any]:
@@ -153,27 +151,14 @@ def _write_split(
     images, annotations = [], []
     for image_id in range(1, count + 1):
         scene = render_scene(np.random.default_rng([seed, stream, image_id]), image_size, max_objects)
-        file_name = f"{image_id:012d}.jpg"
-        bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        if not ok:
-            raise OSError(f"could not encode {image_dir / file_name}")
-        (image_dir / file_name).write_bytes(buf.tobytes())
-        h, w = scene.image.shape[:2]
-        images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
+        images.append(write_image(image_dir, image_id, scene.image))
         annotations += _annotations(scene, image_id, next_id=len(annotations) + 1)
     categories = [
         {"id": cid, "name": name, "supercategory": "shape"}
         for cid, name in zip(SYNTHETIC_COCO_CATEGORY_IDS, SHAPE_CLASSES)
     ]
-    document = {
-        "info": {"description": "vitadapter synthetic shapes in the COCO instances format", "version": "1.0"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(document, separators=(",", ":")))
+    write_annotation_file(root / "annotations" / f"instances_{split}.json",
+                          "vitadapter synthetic shapes in the COCO instances format", images, annotations, categories)
 
 
 def write_synthetic_coco(
@@ -201,25 +186,6 @@ def write_synthetic_coco(
     Raises:
         FileExistsError: If ``root`` already holds COCO folders that were not written here.
     """
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f"num_train and num_val must be >= 1, got {num_train} and {num_val}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    root = Path(root)
-    if is_synthetic_coco_complete(root, num_train, num_val, image_size, max_objects, seed):
-        return root
     params = _parameters(num_train, num_val, image_size, max_objects, seed)
-    ours = [root / split for split, _ in _SPLITS] + [root / "annotations" / f"instances_{s}.json" for s, _ in _SPLITS]
-    existing = [p for p in ours if p.exists()]
-    if existing and read_marker(root) is None:
-        raise FileExistsError(
-            f"{existing[0]} exists but {root / METADATA_FILE} does not, so this looks like a real dataset. "
-            "Refusing to overwrite it: choose an empty folder for the synthetic data."
-        )
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    write_marker(root, params, complete=False)
-    for split, stream in _SPLITS:
-        count = num_train if stream == 0 else num_val
-        _write_split(root, split, stream, count, image_size, max_objects, seed)
-    write_marker(root, params, complete=True)
-    return root
+    split_writer = partial(_write_split, image_size=image_size, max_objects=max_objects, seed=seed)
+    return write_coco_layout(root, num_train, num_val, seed, params, "instances", split_writer)

@@ -18,16 +18,16 @@ the instance number, so they use all three PNG channels. ``synthetic.json`` is w
 
 from __future__ import annotations
 
-import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from vitadapter.data.coco_panoptic_format import segment_areas_and_boxes, write_panoptic_png
-from vitadapter.data.synthetic.marker import METADATA_FILE, marker_complete, read_marker, write_marker
+from vitadapter.data.synthetic.coco_layout import write_annotation_file, write_coco_layout, write_image
+from vitadapter.data.synthetic.marker import marker_complete
 from vitadapter.data.synthetic.panoptic_scenes import (
     PANOPTIC_CLASSES,
     PANOPTIC_SCENE_VERSION,
@@ -39,8 +39,6 @@ from vitadapter.data.synthetic.panoptic_scenes import (
 SYNTHETIC_PANOPTIC_CATEGORY_IDS: tuple[int, ...] = (1, 3, 6, 9, 92, 100, 149, 193)
 _FORMAT = "coco_panoptic"
 _FORMAT_VERSION = 1
-_JPEG_QUALITY = 95
-_SPLITS = (("train2017", 0), ("val2017", 1))  # (split, stream id): independent seeded streams
 
 
 def synthetic_panoptic_categories() -> list[dict[str, Any]]:
@@ -92,40 +90,21 @@ def _write_split(root: Path, split: str, stream: int, count: int, image_size: in
     images, annotations = [], []
     for image_id in range(1, count + 1):
         scene = render_panoptic_scene(np.random.default_rng([seed, stream, image_id]), image_size, max_things)
-        stem = f"{image_id:012d}"
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        if not ok:
-            raise OSError(f"could not encode {image_dir / stem}.jpg")
-        (image_dir / f"{stem}.jpg").write_bytes(buf.tobytes())
+        images.append(write_image(image_dir, image_id, scene.image))
         ids, segments = _segment_map(scene)
-        write_panoptic_png(png_dir / f"{stem}.png", ids)
-        h, w = scene.image.shape[:2]
-        images.append({"id": image_id, "file_name": f"{stem}.jpg", "width": w, "height": h})
-        annotations.append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments})
-    document = {
-        "info": {"description": "vitadapter synthetic shapes and textures in the COCO panoptic format",
-                 "version": "1.0"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": synthetic_panoptic_categories(),
-    }
-    (root / "annotations" / f"panoptic_{split}.json").write_text(json.dumps(document, separators=(",", ":")))
+        png_name = f"{image_id:012d}.png"
+        write_panoptic_png(png_dir / png_name, ids)
+        annotations.append({"image_id": image_id, "file_name": png_name, "segments_info": segments})
+    write_annotation_file(root / "annotations" / f"panoptic_{split}.json",
+                          "vitadapter synthetic shapes and textures in the COCO panoptic format", images, annotations,
+                          synthetic_panoptic_categories())
 
 
 def write_synthetic_coco_panoptic(root: str | Path, num_train: int = 1000, num_val: int = 100,
                                   image_size: int = 128, max_things: int = 5, seed: int = 0) -> Path:
     """Write the synthetic panoptic set in the COCO panoptic layout, unless the same set is already complete there.
 
-    Args:
-        root: Dataset root to create or refresh.
-        num_train: Number of training images (>= 1).
-        num_val: Number of validation images (>= 1).
-        image_size: Image side length in pixels.
-        max_things: Maximum things per image.
-        seed: Base seed; image ``i`` of a split depends only on (seed, split, i), so the same seed gives
-            byte-identical files and changing ``num_train`` leaves the validation set unchanged.
+    The arguments are ``write_synthetic_coco``'s, with ``max_things`` (maximum things per image) for ``max_objects``.
 
     Returns:
         The dataset root.
@@ -133,23 +112,6 @@ def write_synthetic_coco_panoptic(root: str | Path, num_train: int = 1000, num_v
     Raises:
         FileExistsError: If ``root`` already holds panoptic files that were not written here.
     """
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f"num_train and num_val must be >= 1, got {num_train} and {num_val}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    root = Path(root)
-    if is_synthetic_coco_panoptic_complete(root, num_train, num_val, image_size, max_things, seed):
-        return root
-    ours = [root / split for split, _ in _SPLITS] + [root / "annotations" / f"panoptic_{s}.json" for s, _ in _SPLITS]
-    existing = [p for p in ours if p.exists()]
-    if existing and read_marker(root) is None:
-        raise FileExistsError(
-            f"{existing[0]} exists but {root / METADATA_FILE} does not, so this looks like a real dataset. "
-            "Refusing to overwrite it: choose an empty folder for the synthetic data.")
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
     params = _parameters(num_train, num_val, image_size, max_things, seed)
-    write_marker(root, params, complete=False)
-    for split, stream in _SPLITS:
-        _write_split(root, split, stream, num_train if stream == 0 else num_val, image_size, max_things, seed)
-    write_marker(root, params, complete=True)
-    return root
+    split_writer = partial(_write_split, image_size=image_size, max_things=max_things, seed=seed)
+    return write_coco_layout(root, num_train, num_val, seed, params, "panoptic", split_writer)
