@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra.errors import InstantiationException
+import torch.nn.functional as F
 from PIL import Image
 
 from tests.helpers import dataset_miou, evaluate_in_process, tiny_seg_overrides, train_in_process
@@ -132,13 +132,24 @@ def test_non_finite_predictions_still_stop_training(tiny_task, labelled: bool) -
         task.training_step(batch, 0)
 
 
-def test_an_auxiliary_head_is_refused(compose_config, tmp_path: Path, seg_data_root: Path) -> None:
-    cfg = compose_config("train", ["experiment=demo_seg_m2f", *tiny_seg_overrides(seg_data_root), "model/aux_head=fcn"],
-                         tmp_path)
-    # Hydra wraps the task's ValueError, message and all
-    with pytest.raises(InstantiationException, match="model.aux_head: Mask2FormerHead trains with its own loss.*"
-                                                     "model/aux_head=none"):
-        build_datamodule_and_task(cfg)
+def test_an_auxiliary_head_adds_its_weighted_cross_entropy(compose_config, tmp_path: Path,
+                                                           seg_data_root: Path) -> None:
+    cfg = compose_config("train", ["experiment=demo_seg_m2f", *tiny_seg_overrides(seg_data_root), "model/aux_head=fcn",
+                                   "model.aux_head.channels=16", "model.aux_weight=3.0"], tmp_path)
+    datamodule, task = build_datamodule_and_task(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    torch.manual_seed(0)
+    loss = task.train().training_step(batch, 0)
+    pyramid = task.encoder(batch["image"])
+    torch.manual_seed(0)
+    own = task.head.segmentation_loss(pyramid, batch["mask"], 255)["loss"]
+    aux = F.cross_entropy(F.interpolate(task.aux_head(pyramid), size=batch["mask"].shape[-2:], mode="bilinear"),
+                          batch["mask"], ignore_index=255)
+    assert loss.item() == pytest.approx(own.item() + 3.0 * aux.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.count_nonzero() for p in task.aux_head.parameters())
 
 
 def test_onnx_export_is_refused_naming_the_head(tiny_task) -> None:

@@ -35,8 +35,8 @@ class SegmentationTask(FrozenBackboneTask):
         optimizer: builds the optimiser from parameter groups.
         scheduler: builds the per-step lr schedule from the optimiser and `total_steps`.
         adapter: the PEFT method to place on the backbone (None: neck and head only, as method `none`).
-        aux_head: optional auxiliary head (FCN on stride 16), trained with weight `aux_weight` (not beside a head
-            with its own loss).
+        aux_head: optional auxiliary head (FCN on stride 16), its cross-entropy added with weight `aux_weight`
+            (beside a head with its own loss too: it trains the neck per pixel).
         aux_weight: weight of the auxiliary loss.
         ignore_index: label value that is not trained on nor scored.
         inference: validation inference: mode ("whole" | "slide"), crop_size, stride, and
@@ -65,9 +65,6 @@ class SegmentationTask(FrozenBackboneTask):
         self.num_classes = len(self.class_names)
         self.encoder = Encoder(backbone, neck, adapter)
         self.head = head(in_channels=self.encoder.out_channels, num_classes=self.num_classes)
-        if aux_head is not None and self.head_has_own_loss:
-            raise ValueError(f"model.aux_head: {type(self.head).__name__} trains with its own loss (deeply "
-                             "supervised already); drop the auxiliary head with model/aux_head=none")
         self.aux_head = (
             aux_head(in_channels=self.encoder.out_channels, num_classes=self.num_classes) if aux_head else None
         )
