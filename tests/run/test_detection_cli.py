@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers import evaluate_in_process, last_logged, run_cli, tiny_det_overrides, train_in_process
 from vitadapter.metrics import evaluate_results_file
-from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS
+from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS, METRIC_PREFIXES
 
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VAL_KEYS = [f"val/{t}_{m}" for t in ("bbox", "segm") for m in AP_NAMES]
@@ -85,12 +85,12 @@ def test_detection_sweep_summary_and_ddp(tmp_path: Path, det_data_root: Path) ->
     run_cli("train.py", "-m", "experiment=demo_det", *overrides, "model/adapter=bitfit,ssf",
             f"hydra.sweep.dir={tmp_path / 'sweep'}")
     lines = (tmp_path / "sweep" / "sweep_summary.csv").read_text().splitlines()
-    assert lines[0].split(",") == ["job", "method", "params/trainable", "params/total", "val/bbox_AP",
-                                   "val/segm_AP", *COST_KEYS]
+    assert lines[0].split(",") == ["job", "method", *METRIC_PREFIXES, "val/bbox_AP", "val/segm_AP", *COST_KEYS]
     assert [line.split(",")[1] for line in lines[1:]] == ["bitfit", "ssf"]
     for job, line in enumerate(lines[1:]):  # the summary holds each point's final figures
         point = json.loads((tmp_path / "sweep" / str(job) / "metrics.json").read_text())
-        assert float(line.split(",")[4]) == pytest.approx(point["val/bbox_AP"], abs=5e-3)
+        assert float(line.split(",")[lines[0].split(",").index("val/bbox_AP")]) == pytest.approx(
+            point["val/bbox_AP"], abs=5e-3)
     run_cli("train.py", "experiment=demo_det", *tiny_det_overrides(det_data_root, "mask_rcnn_light"),
             "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=400)
     _assert_final_figures_were_logged(tmp_path / "ddp", json.loads((tmp_path / "ddp" / "metrics.json").read_text()))
