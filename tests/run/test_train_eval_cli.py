@@ -15,7 +15,7 @@ from tests.helpers import (EXPERIMENTS, dataset_miou, eval_config, evaluate_in_p
                            run_cli, tiny_seg_overrides, train_in_process)
 from vitadapter.inference import tta_inference
 from vitadapter.run.trained import load_trained
-from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS
+from vitadapter.hydra_callbacks.sweep_summary import COST_KEYS, METRIC_PREFIXES
 
 SEG_EXPERIMENTS = [e for e in EXPERIMENTS if "_seg" in e]
 
@@ -120,8 +120,7 @@ def test_sweep_writes_summary(tmp_path: Path, seg_data_root: Path) -> None:
     run_cli("train.py", "-m", "experiment=demo_seg", *overrides, "model.adapter.bottleneck_dim=4,8",
             f"hydra.sweep.dir={tmp_path}")
     lines = (tmp_path / "sweep_summary.csv").read_text().splitlines()
-    assert lines[0].split(",") == ["job", "model.adapter.bottleneck_dim", "params/trainable", "params/total",
-                                   "val/mIoU", *COST_KEYS]
+    assert lines[0].split(",") == ["job", "model.adapter.bottleneck_dim", *METRIC_PREFIXES, "val/mIoU", *COST_KEYS]
     rows = [line.split(",") for line in lines[1:]]
     assert [r[1] for r in rows] == ["4", "8"]
     assert int(rows[0][2]) < int(rows[1][2])  # wider adapters, more trainable parameters
