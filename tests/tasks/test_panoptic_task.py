@@ -16,13 +16,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.datasets.panoptic_layouts import quirky_images, write_panoptic_fixture
-from tests.helpers import evaluate_in_process, last_logged, predict_in_process, tiny_mask_classification_overrides
-from tests.helpers import tiny_seg_overrides
-from tests.helpers import train_in_process
+from tests.helpers import (evaluate_in_process, last_logged, predict_in_process, tiny_mask_classification_overrides,
+                           tiny_seg_overrides, train_in_process)
 from vitadapter.data.coco_panoptic_format import load_panoptic_annotations, read_panoptic_png
 from vitadapter.heads.mask2former import MaskTargets
-from vitadapter.inference.visualize import draw_panoptic
 from vitadapter.inference.predictors import task_predictor
+from vitadapter.inference.visualize import draw_panoptic
 from vitadapter.metrics import evaluate_panoptic_files
 from vitadapter.multitask import MultiTaskModel
 from vitadapter.run.build import build_datamodule_and_task
