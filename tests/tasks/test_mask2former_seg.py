@@ -152,6 +152,13 @@ def test_an_auxiliary_head_adds_its_weighted_cross_entropy(compose_config, tmp_p
     assert all(p.grad is not None and p.grad.count_nonzero() for p in task.aux_head.parameters())
 
 
+def test_figures_before_any_validation_are_refused(tiny_task) -> None:
+    _, task = tiny_task
+    for read in (task.summary_metrics, task.results_table):
+        with pytest.raises(RuntimeError, match="no validation has run yet"):
+            read()
+
+
 def test_onnx_export_is_refused_naming_the_head(tiny_task) -> None:
     from vitadapter.export.onnx_export import prepare_segmentation
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import Metric
 
 from vitadapter.backbone import ViTBackbone
 from vitadapter.encoder import Encoder
@@ -24,11 +25,27 @@ class FrozenBackboneTask(FrozenBackboneCheckpointing, L.LightningModule):
         encoder: the frozen ViT + PEFT method + neck.
         optimizer_factory: builds the optimiser from parameter groups (a Hydra partial).
         scheduler_factory: builds the per-step lr schedule from the optimiser and `total_steps`, or None.
+        last_val_results: the results of the last validation (None before any), which `summary_metrics` and
+            `results_table` read.
     """
 
     encoder: Encoder
     optimizer_factory: Callable[..., torch.optim.Optimizer]
     scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None
+    last_val_results: Any = None
+
+    def keep_validation_results(self, metrics: Metric) -> dict[str, torch.Tensor]:
+        """Computes and resets a validation metric, keeping its results (on the CPU) as `last_val_results`."""
+        results = metrics.compute()
+        metrics.reset()
+        self.last_val_results = {k: v.detach().cpu() for k, v in results.items()}
+        return results
+
+    def validation_results(self) -> Any:
+        """`last_val_results`; raises RuntimeError before any validation has run."""
+        if self.last_val_results is None:
+            raise RuntimeError("no validation has run yet")
+        return self.last_val_results
 
     @property
     def backbone(self) -> ViTBackbone:

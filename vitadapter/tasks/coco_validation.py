@@ -50,15 +50,11 @@ class COCOValidation:
 
     def summary_metrics(self) -> dict[str, float | None]:
         """`val/bbox_AP` ... `val/bbox_APl` (+ `val/segm_*` with masks) of the last validation; None = undefined."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return flatten_coco_results(self.last_val_results, self.iou_types, prefix="val/")
+        return flatten_coco_results(self.validation_results(), self.iou_types, prefix="val/")
 
     def results_table(self) -> str:
         """The AP table of the last validation."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return format_coco_table(self.last_val_results, self.iou_types)
+        return format_coco_table(self.validation_results(), self.iou_types)
 
     def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
         """The callback that eval.py adds for `eval.save_predictions=true`: `output_dir/predictions.json`."""

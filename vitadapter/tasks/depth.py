@@ -82,7 +82,6 @@ class DepthTask(FrozenBackboneTask):
             raise ValueError(f"depth inference scales={list(self.inference['scales'])}: a rescaled image looks "
                              "nearer or farther, so its depths are not the original's; use scales [1.0] (flip is fine)")
         self.val_metrics = DepthMetrics(self.min_depth, self.max_depth, eval_crop)
-        self.last_val_results: dict[str, Tensor] | None = None
 
     def forward(self, image: Tensor) -> Tensor:
         """Depth B×1×h×w in metres (at the head's resolution) for a normalised B×3×H×W image."""
@@ -126,24 +125,18 @@ class DepthTask(FrozenBackboneTask):
         return {"preds": preds, "names": list(batch["name"])}
 
     def on_validation_epoch_end(self) -> None:
-        results = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.last_val_results = {k: v.detach().cpu() for k, v in results.items()}
+        results = self.keep_validation_results(self.val_metrics)
         for key, value in results.items():
             if key not in COUNTS:
                 self.log(f"val/{key}", value.float(), prog_bar=key == "AbsRel")
 
     def summary_metrics(self) -> dict[str, float]:
         """Flat val/* metrics of the last validation (AbsRel, SqRel, RMSE, RMSElog, log10, SILog, delta1-3)."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return flatten_depth_results(self.last_val_results, prefix="val/")
+        return flatten_depth_results(self.validation_results(), prefix="val/")
 
     def results_table(self) -> str:
         """The metrics of the last validation as a table."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return format_depth_table(self.last_val_results)
+        return format_depth_table(self.validation_results())
 
     def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
         """The callback that eval.py adds for `eval.save_predictions=true`: one uint16 PNG per image in the

@@ -71,7 +71,6 @@ class PanopticTask(MaskClassificationTask):
         self.thing_classes = [k for k, thing in enumerate(self.isthing) if thing]
         self.inference = {"object_mask_threshold": object_mask_threshold, "overlap_threshold": overlap_threshold}
         self.val_metrics = PanopticMetrics(self.isthing, self.class_names)
-        self.last_val_results: dict[str, Tensor] | None = None
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         targets = [panoptic_targets(m, c, z) for m, c, z in zip(batch["masks"], batch["labels"], batch["iscrowd"])]
@@ -107,23 +106,17 @@ class PanopticTask(MaskClassificationTask):
         return {"predictions": predictions}
 
     def on_validation_epoch_end(self) -> None:
-        results = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.last_val_results = {k: v.detach().cpu() for k, v in results.items()}
+        results = self.keep_validation_results(self.val_metrics)
         for key in ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"):
             self.log(f"val/{key}", results[key].float(), prog_bar=key == "PQ")
 
     def summary_metrics(self) -> dict[str, float]:
         """Flat val/* metrics of the last validation: PQ, SQ, RQ (all, _th things, _st stuff) and per class."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return flatten_panoptic_results(self.last_val_results, self.class_names, prefix="val/")
+        return flatten_panoptic_results(self.validation_results(), self.class_names, prefix="val/")
 
     def results_table(self) -> str:
         """The per-class PQ/SQ/RQ table and the All/Things/Stuff summary of the last validation."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return format_panoptic_table(self.last_val_results, self.class_names, self.isthing)
+        return format_panoptic_table(self.validation_results(), self.class_names, self.isthing)
 
     def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
         """The callback that eval.py adds for `eval.save_predictions=true`: the COCO panoptic results format

@@ -75,7 +75,6 @@ class SegmentationTask(FrozenBackboneTask):
         self.inference = {"mode": "whole", "crop_size": 512, "stride": 341, "flip": False, "scales": [1.0]}
         self.inference.update(dict(inference or {}))
         self.val_metrics = SegmentationMetrics(self.num_classes, ignore_index, self.class_names)
-        self.last_val_results: dict[str, Tensor] | None = None
 
     @property
     def head_has_own_loss(self) -> bool:
@@ -145,23 +144,17 @@ class SegmentationTask(FrozenBackboneTask):
         return {"preds": preds, "names": list(batch["name"])}
 
     def on_validation_epoch_end(self) -> None:
-        results = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.last_val_results = {k: v.detach().cpu() for k, v in results.items()}
+        results = self.keep_validation_results(self.val_metrics)
         for key in ("mIoU", "aAcc", "mAcc"):
             self.log(f"val/{key}", results[key].float(), prog_bar=key == "mIoU")
 
     def summary_metrics(self) -> dict[str, float]:
         """Flat val/* metrics of the last validation (mIoU, aAcc, mAcc, per-class IoU and Acc)."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return flatten_segmentation_results(self.last_val_results, self.class_names, prefix="val/")
+        return flatten_segmentation_results(self.validation_results(), self.class_names, prefix="val/")
 
     def results_table(self) -> str:
         """The per-class table of the last validation, as mmseg prints it."""
-        if self.last_val_results is None:
-            raise RuntimeError("no validation has run yet")
-        return format_segmentation_table(self.last_val_results, self.class_names)
+        return format_segmentation_table(self.validation_results(), self.class_names)
 
     def prediction_writer(self, output_dir: str | Path, datamodule: L.LightningDataModule) -> L.Callback:
         """The callback that eval.py adds for `eval.save_predictions=true`: one label PNG per image."""
